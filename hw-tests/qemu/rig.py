@@ -1,0 +1,790 @@
+#!/usr/bin/env python3
+"""Host side of the grabd QEMU rig: boots the guest, cuts its power, replays
+its write log, and checks the card on the host at native speed.
+
+Started by hw-tests/qemu/run, which builds the kernel, initramfs and tools
+first. Prints `PASS <name>` / `FAIL <name>: reason` per scenario, a summary
+table, and a closing `N passed, N failed` line. Standard library only.
+"""
+import argparse
+import bisect
+import contextlib
+import ctypes
+import hashlib
+import json
+import os
+import queue
+import random
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+LOSS_LIMIT_S = 1.1
+PR_SET_PDEATHSIG = 1
+
+
+def log(msg):
+    print(f"[qemu-rig] {msg}", file=sys.stderr, flush=True)
+
+
+def sh(cmd, check=True, **kw):
+    """Runs a command, returns CompletedProcess with text output."""
+    r = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, cmd))} -> {r.returncode}: {r.stderr.strip()[-500:]}")
+    return r
+
+
+def _die_with_parent():
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class Guest:
+    """One QEMU boot. Every serial line is timestamped with host time.time()."""
+
+    def __init__(self, rig, name, scenario, params, drives, timeout_s):
+        self.rig, self.name, self.timeout_s = rig, name, timeout_s
+        append = ["console=ttyS0", "quiet", "panic=-1", "rdinit=/init",
+                  f"rig.scenario={scenario}"]
+        append += [f"rig.{k}={v}" for k, v in params.items()]
+        cmd = [rig.qemu, "-accel", "tcg", "-smp", "2", "-m", "1536", "-nic", "none",
+               "-nographic", "-no-reboot", "-kernel", rig.kernel, "-initrd", rig.initrd,
+               "-append", " ".join(append)]
+        for d in drives:
+            cmd += ["-drive", d]
+        self.lines = []          # (host_time, text)
+        self.q = queue.Queue()
+        self.logf = open(os.path.join(rig.logdir, f"{name}.log"), "w")
+        self.t_start = time.time()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        self.deadline = self.t_start + timeout_s
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        self.t_init = None
+        self.killed_at = None
+
+    def _read(self):
+        for raw in self.proc.stdout:
+            t = time.time()
+            text = raw.decode("utf-8", "replace").rstrip("\r\n")
+            i = text.find("@rig ")
+            if i > 0:  # firmware escape sequences or kernel text before our line
+                text = text[i:]
+            self.lines.append((t, text))
+            self.logf.write(f"{t - self.t_start:9.3f} {text}\n")
+            self.logf.flush()
+            self.q.put((t, text))
+        self.q.put((time.time(), None))
+
+    def wait_for(self, pattern, timeout_s=None):
+        """Waits for a line matching regex `pattern`; returns (host_t, match) or None."""
+        rx = re.compile(pattern)
+        end = min(self.deadline, time.time() + timeout_s) if timeout_s else self.deadline
+        while True:
+            left = end - time.time()
+            if left <= 0:
+                return None
+            try:
+                t, text = self.q.get(timeout=left)
+            except queue.Empty:
+                return None
+            if text is None:
+                return None
+            if text.startswith("@rig init") and self.t_init is None:
+                self.t_init = t
+            m = rx.search(text)
+            if m:
+                return t, m
+
+    def boot_time(self):
+        if self.t_init is None:
+            for t, text in self.lines:
+                if text.startswith("@rig init"):
+                    self.t_init = t
+                    break
+        return None if self.t_init is None else self.t_init - self.t_start
+
+    def kill(self):
+        """Cuts the power: SIGKILL, no flush of anything the guest still holds."""
+        t = time.time()
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.killed_at = t
+        self.finish()
+        return t
+
+    def finish(self, timeout_s=None):
+        try:
+            self.proc.wait(timeout=max(0.1, timeout_s if timeout_s is not None
+                                       else self.deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.reader.join(timeout=5)
+        self.logf.close()
+
+    def rig_lines(self, word):
+        """All '@rig <word> ...' lines as (host_t, rest)."""
+        out = []
+        for t, text in self.lines:
+            if text.startswith(f"@rig {word}"):
+                out.append((t, text[len(f"@rig {word}"):].strip()))
+        return out
+
+    def clock_offset(self):
+        """host_time - guest_time in seconds, from the tick lines (min: the
+        serial latency only ever adds), and the spread of the samples."""
+        samples = []
+        for t, text in self.lines:
+            m = re.fullmatch(r"T (\d+)", text.strip())
+            if m:
+                samples.append(t - int(m.group(1)) / 1e6)
+        if not samples:
+            return None, None
+        return min(samples), statistics.median(samples) - min(samples)
+
+
+class Card:
+    """A raw ext4 image standing in for the SD card."""
+
+    def __init__(self, path, size_mb, label="CARD"):
+        self.path = path
+        if os.path.exists(path):
+            os.unlink(path)
+        with open(path, "wb") as f:
+            f.truncate(size_mb << 20)
+        sh(["mkfs.ext4", "-q", "-F", "-L", label, "-E", "lazy_itable_init=0,lazy_journal_init=0", path])
+
+    def drive(self, index=0):
+        return f"file={self.path},format=raw,if=virtio,cache=writeback,index={index}"
+
+
+@contextlib.contextmanager
+def snapshot_mount(rig, image, rw=False, copy=True):
+    """Copies `image` (unless copy=False), replays its journal, mounts it.
+    Yields (mountpoint, snapshot_path)."""
+    snap = image
+    if copy:
+        snap = os.path.join(rig.work, "snap.img")
+        sh(["cp", "--sparse=always", image, snap])
+    r = sh(["e2fsck", "-E", "journal_only", "-y", snap], check=False)
+    if r.returncode not in (0, 1):
+        raise RuntimeError(f"e2fsck journal replay failed ({r.returncode}): {r.stdout[-300:]}")
+    mnt = os.path.join(rig.work, "mnt")
+    os.makedirs(mnt, exist_ok=True)
+    opts = "loop" if rw else "loop,ro,noload"
+    sh(["mount", "-t", "ext4", "-o", opts, snap, mnt])
+    try:
+        yield mnt, snap
+    finally:
+        for _ in range(20):
+            if sh(["umount", mnt], check=False).returncode == 0:
+                break
+            time.sleep(0.2)
+
+
+def fsck_clean(image):
+    r = sh(["e2fsck", "-fn", image], check=False)
+    return r.returncode == 0, (r.stdout + r.stderr).strip().splitlines()[-3:]
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for b in iter(lambda: f.read(1 << 20), b""):
+            h.update(b)
+    return h.hexdigest()
+
+
+class Rig:
+    def __init__(self, a):
+        self.a = a
+        self.qemu = shutil.which("qemu-system-x86_64")
+        self.kernel, self.initrd = a.kernel, a.initrd
+        self.grabd, self.logreplay = a.grabd, a.logreplay
+        self.work = os.path.join(a.build, "work")
+        self.logdir = os.path.join(a.build, "logs")
+        shutil.rmtree(self.work, ignore_errors=True)
+        shutil.rmtree(self.logdir, ignore_errors=True)
+        os.makedirs(self.work)
+        os.makedirs(self.logdir)
+        self.env = dict(os.environ)
+        self.env["PATH"] = os.path.dirname(a.clk) + ":" + self.env["PATH"]
+        self.results = []      # (name, ok, reason)
+        self.table = []        # (what, value)
+        self.boot_times = []
+
+    # -- host-side checks ----------------------------------------------------
+    def verify(self, mkv):
+        r = sh([self.grabd, "verify", mkv], check=False, env=self.env)
+        try:
+            v = json.loads(r.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            v = {"ok": False, "error": f"unparsable verify output rc={r.returncode}: "
+                                       f"{r.stdout[-200:]} {r.stderr[-200:]}"}
+        v["rc"] = r.returncode
+        if v.get("ok") and r.returncode != 0:
+            v["ok"] = False
+            v["error"] = f"verify said ok but exited {r.returncode}"
+        if not self.a.standin and v.get("ok"):
+            p = sh(["ffprobe", "-v", "error", "-show_entries", "stream=index,codec_type",
+                    "-of", "json", mkv], check=False)
+            n = len(json.loads(p.stdout or "{}").get("streams", [])) if p.returncode == 0 else 0
+            if p.returncode != 0 or p.stderr.strip() or n == 0:
+                v["ok"] = False
+                v["error"] = f"ffprobe rc={p.returncode} streams={n}: {p.stderr.strip()[:200]}"
+        return v
+
+    def recover(self, mnt):
+        r = sh([self.grabd, "recover", "--spool", f"{mnt}/spool", "--output", f"{mnt}/out"],
+               check=False, env=self.env)
+        return r.returncode, r.stdout.split(), r.stderr.strip()
+
+    def result(self, name, ok, reason=""):
+        self.results.append((name, ok, reason))
+        print(f"PASS {name}" if ok else f"FAIL {name}: {reason}", flush=True)
+
+    def boot(self, name, scenario, params, drives, timeout_s):
+        return Guest(self, name, scenario, params, drives, timeout_s)
+
+    def note_boot(self, g):
+        bt = g.boot_time()
+        if bt is not None:
+            self.boot_times.append(bt)
+        return bt
+
+    # -- scenarios -----------------------------------------------------------
+    def smoke(self):
+        card = Card(os.path.join(self.work, "smoke.img"), 128)
+        g = self.boot("smoke", "smoke", {"duration": 3}, [card.drive()], 180)
+        end = g.wait_for(r"^@rig end")
+        g.finish(5)
+        bt = self.note_boot(g)
+        log(f"smoke: boot to /init {bt:.1f} s" if bt else "smoke: no /init")
+        if not end:
+            return self.result("smoke", False, f"guest did not finish (see {g.logf.name})")
+        ex = g.rig_lines("rec-exit")
+        rc = ex[0][1].split()[0] if ex else "none"
+        if rc != "rc=0":
+            return self.result("smoke", False, f"grabd record {rc}: {g.rig_lines('rec-stderr')}")
+        path = g.rig_lines("rec-file")[0][1]
+        with snapshot_mount(self, card.path) as (mnt, snap):
+            v = self.verify(mnt + path[len("/card"):])
+        ok, tail = fsck_clean(snap)
+        if not v.get("ok"):
+            return self.result("smoke", False, f"verify: {v}")
+        if not ok:
+            return self.result("smoke", False, f"fsck: {tail}")
+        self.result("smoke", True)
+
+
+    # -- helpers shared by the scenarios ---------------------------------------
+    @staticmethod
+    def listing(mnt):
+        """What is on the card: finished outputs, temp files, spool folders."""
+        out, spool = os.path.join(mnt, "out"), os.path.join(mnt, "spool")
+        st = {"mkv": {}, "tmp": [], "spool": {}}
+        if os.path.isdir(out):
+            for f in sorted(os.listdir(out)):
+                if f.endswith(".mkv"):
+                    st["mkv"][f[:-4]] = os.path.join(out, f)
+                elif f.endswith(".tmp"):
+                    st["tmp"].append(f)
+        if os.path.isdir(spool):
+            for d in sorted(os.listdir(spool)):
+                p = os.path.join(spool, d)
+                if os.path.isdir(p):
+                    st["spool"][d] = sorted(os.listdir(p))
+        return st
+
+    @staticmethod
+    def last_media_us(v):
+        """origin + the last frame of the stream that ends first (worst stream)."""
+        streams = v.get("streams") or []
+        lasts = [s.get("last_pts_us") for s in streams if s.get("packets")]
+        if not lasts or v.get("origin_unix_us") is None:
+            return None
+        return v["origin_unix_us"] + min(lasts)
+
+    def file_shas(self, mkv):
+        j = mkv[:-4] + ".json"
+        return sha256(mkv), (sha256(j) if os.path.exists(j) else None)
+
+    # -- scenario 1: power cuts at random moments ----------------------------
+    def power_cut(self):
+        name = "power-cut"
+        ncuts = self.a.cuts or (60 if self.a.full else 20)
+        dur = 4
+        seed = self.a.seed if self.a.seed is not None else int(time.time())
+        rnd = random.Random(seed)
+        log(f"{name}: {ncuts} cuts, {dur} s recordings, seed {seed}")
+        card = Card(os.path.join(self.work, "powercut.img"), 256)
+        registry = {}          # recording id -> (sha mkv, sha json), finished and checked
+        pending = None         # the last cut, waiting for the next boot's recovery
+        fails, losses, phases, cuts = [], [], {}, []
+        startup, total = 1.0, dur + 1.5   # refined by the calibration boot
+        kinds = ["mid-chunk", "finalize", "stop", "concat"]
+        for k in range(ncuts + 2):
+            last = k == ncuts + 1
+            g = self.boot(f"powercut-{k:03d}", "powercut",
+                          {"duration": dur, "record": 0 if last else 1}, [card.drive()], 150)
+            rb = g.wait_for(r"^@rig (rec-begin (\d+)|hold|mountfail)")
+            self.note_boot(g)
+            if not rb or not rb[1].group(2) and not last:
+                g.kill()
+                fails.append(f"boot {k}: guest never started recording (see {g.logf.name})")
+                break
+            target = None
+            if k == 0:
+                ex = g.wait_for(r"^@rig rec-exit rc=(\d+) (\d+)", 60)
+                time.sleep(0.5)
+            elif last:
+                time.sleep(0.5)
+            else:
+                target = kinds[(k - 1) % len(kinds)]
+                n_chunk = rnd.randrange(0, dur)
+                delay = {
+                    "mid-chunk": startup + n_chunk + rnd.uniform(0.3, 0.9),
+                    "finalize": startup + max(1, n_chunk) + rnd.uniform(0.0, 0.2),
+                    "stop": startup + dur + rnd.uniform(-0.05, 0.15),
+                    "concat": startup + dur + rnd.uniform(0.15, max(0.3, total - startup - dur + 0.1)),
+                }[target]
+                time.sleep(max(0.0, rb[0] + delay - time.time()))
+            cut_host = g.kill()
+            off, spread = g.clock_offset()
+            if off is None:
+                fails.append(f"boot {k}: no clock ticks from the guest")
+                break
+            cut_guest = cut_host - off
+            rec_begin = int(rb[1].group(2)) / 1e6 if rb[1].group(2) else None
+            exits = [x for x in g.rig_lines("rec-exit")]
+            exited = bool(exits) and exits[0][1].startswith("rc=0")
+            if k == 0 and exits:
+                total = int(exits[0][1].split()[1]) / 1e6 - rec_begin
+            rec = [x[1] for x in g.rig_lines("recover-end")]
+            if rec and not rec[0].startswith("rc=0"):
+                fails.append(f"boot {k}: guest grabd recover {rec[0]} "
+                             f"{[x[1] for x in g.rig_lines('recover-stderr')]}")
+            if exits and not exited:
+                fails.append(f"boot {k}: grabd record exited {exits[0][1]} "
+                             f"{[x[1] for x in g.rig_lines('rec-stderr')]}")
+            # -- check the card as the cut left it (after this boot's recovery)
+            with snapshot_mount(self, card.path) as (mnt, snap):
+                st = self.listing(mnt)
+                for rid, (sm, sj) in registry.items():
+                    if rid not in st["mkv"]:
+                        fails.append(f"cut {k}: finished recording {rid} lost")
+                    elif self.file_shas(st["mkv"][rid]) != (sm, sj):
+                        fails.append(f"cut {k}: finished recording {rid} changed")
+                if pending is not None:
+                    rid = pending["id"]
+                    v = None
+                    if rid and rid in st["mkv"]:
+                        v = self.verify(st["mkv"][rid])
+                        if not v.get("ok"):
+                            fails.append(f"cut {k - 1}: recovered {rid} fails verify: {v}")
+                    if rid and rid in st["spool"]:
+                        fails.append(f"cut {k - 1}: recovery left spool/{rid}: {st['spool'][rid]}")
+                    origin = v.get("origin_unix_us") / 1e6 if v and v.get("origin_unix_us") else None
+                    if k - 1 == 0 and origin and pending["rec_begin"]:
+                        startup = origin - pending["rec_begin"]
+                        log(f"{name}: calibration: first frame {startup:.2f} s after launch, "
+                            f"grabd ran {total:.2f} s for {dur} s of media")
+                    lm = self.last_media_us(v) if v else None
+                    end = pending["cut"] if origin is None else min(pending["cut"], origin + dur)
+                    if lm is not None:
+                        loss = end - lm / 1e6
+                    else:  # nothing survived: everything since launch is lost
+                        loss = end - (origin if origin else pending["rec_begin"])
+                    ph = pending["phase_hint"]
+                    if pending["exited"]:
+                        ph = "after-exit"
+                    elif ph is None:
+                        cm = pending["cut"] - origin if origin else -1
+                        if cm < 0:
+                            ph = "startup"
+                        elif cm < dur:
+                            ph = "finalize" if (cm % 1.0) < 0.25 else "mid-chunk"
+                        else:
+                            ph = "concat" if pending["final_seen"] else "stop"
+                    if k - 1 > 0:
+                        losses.append(loss)
+                        phases[ph] = phases.get(ph, 0) + 1
+                        cuts.append((k - 1, ph, pending["target"], loss))
+                    log(f"{name}: cut {k - 1:3d} target={pending['target'] or '-':9s} "
+                        f"phase={ph:10s} loss={loss:6.3f} s id={rid} "
+                        f"clock-spread={pending['spread'] * 1000:.1f} ms")
+                    if loss > LOSS_LIMIT_S:
+                        fails.append(f"cut {k - 1} ({ph}): lost {loss:.3f} s > {LOSS_LIMIT_S} s")
+                    if rid and rid in st["mkv"] and v and v.get("ok"):
+                        registry[rid] = self.file_shas(st["mkv"][rid])
+                # the recording this boot made (cut now, recovered by the next boot)
+                current = [d for d in st["spool"] if d not in registry]
+                current += [r for r in st["mkv"] if r not in registry and r not in current
+                            and (pending is None or r != pending["id"])]
+                if len(current) > 1:
+                    fails.append(f"cut {k}: more than one unfinished recording: {current}")
+                cid = current[0] if current else None
+                finalize_seen = cid in st["spool"] and any(f.endswith(".tmp") for f in st["spool"][cid])
+                final_seen = cid in st["mkv"] or any(t.startswith(str(cid)) for t in st["tmp"])
+                if exited and cid:
+                    v = self.verify(st["mkv"][cid]) if cid in st["mkv"] else {"ok": False, "error": "missing"}
+                    if not v.get("ok"):
+                        fails.append(f"cut {k}: recording {cid} finished before the cut fails: {v}")
+                pending = None if last else {
+                    "id": cid, "cut": cut_guest, "rec_begin": rec_begin, "exited": exited,
+                    "phase_hint": "finalize" if finalize_seen else None,
+                    "final_seen": final_seen, "target": target, "spread": spread}
+            ok, tail = fsck_clean(snap)
+            if not ok:
+                fails.append(f"cut {k}: file system not clean after journal replay: {tail}")
+        made = len(cuts)
+        med = statistics.median(losses) if losses else float("nan")
+        worst = max(losses) if losses else float("nan")
+        ph = ", ".join(f"{p} {n}" for p, n in sorted(phases.items()))
+        self.table += [("power-cut: cuts made", f"{made} (seed {seed}; {ph})"),
+                       ("power-cut: loss worst / median (s)", f"{worst:.3f} / {med:.3f} (limit {LOSS_LIMIT_S})")]
+        missing = [p for p in kinds if p not in phases]
+        if missing:
+            log(f"{name}: warning: no cut landed in phase(s) {missing}")
+        if made < ncuts and not fails:
+            fails.append(f"only {made} of {ncuts} cuts made")
+        self.result(name, not fails, "; ".join(fails[:5]) + (f" (+{len(fails) - 5} more)" if len(fails) > 5 else ""))
+
+    # -- scenario 2: replay the write log to every flush point ---------------
+    def replay_entries(self, logimg):
+        r = sh([self.logreplay, "list", logimg, "--all"])
+        entries = []
+        for line in r.stdout.splitlines():
+            f = line.split("\t")
+            entries.append({"idx": int(f[0]), "flags": f[1], "sector": int(f[2]),
+                            "nr": int(f[3]), "mark": None if f[4] == "-" else f[4]})
+        return entries
+
+    def flush_points(self):
+        name = "flush-points"
+        card = Card(os.path.join(self.work, "flush.img"), 128)
+        base = os.path.join(self.work, "flush-base.img")
+        sh(["cp", "--sparse=always", card.path, base])
+        logimg = os.path.join(self.work, "flush-log.img")
+        with open(logimg, "wb") as f:
+            f.truncate(1 << 30)
+        ldrive = f"file={logimg},format=raw,if=virtio,cache=unsafe,index=1"
+        g = self.boot("flushlog", "flushlog", {"duration_a": 2, "duration_b": 4, "mark_s": 0.2},
+                      [card.drive(0), ldrive], 240)
+        end = g.wait_for(r"^@rig end")
+        g.finish(10)
+        self.note_boot(g)
+        if not end:
+            return self.result(name, False, f"guest did not finish (see {g.logf.name})")
+        exits = g.rig_lines("rec-exit")
+        if len(exits) != 2 or not all(x[1].startswith("rc=0") for x in exits):
+            return self.result(name, False, f"grabd record exits {exits} {g.rig_lines('rec-stderr')}")
+        if not g.rig_lines("lw-removed"):
+            return self.result(name, False, "dm-log-writes device was not removed cleanly")
+        entries = self.replay_entries(logimg)
+        info = sh([self.logreplay, "info", logimg]).stdout.split()
+        info = dict(zip(info[::2], info[1::2]))
+        # reference: the card as grabd left it
+        with snapshot_mount(self, card.path) as (mnt, _):
+            st = self.listing(mnt)
+            ref = {}
+            for rid, p in st["mkv"].items():
+                v = self.verify(p)
+                if not v.get("ok"):
+                    return self.result(name, False, f"final state: {rid} fails verify: {v}")
+                with open(p[:-4] + ".json") as f:
+                    man = json.load(f)
+                ref[rid] = {"shas": self.file_shas(p), "origin": v["origin_unix_us"] / 1e6,
+                            "dur": float(man.get("duration_s") or 0)}
+        if len(ref) != 2:
+            return self.result(name, False, f"expected 2 recordings in the final state, found {list(ref)}")
+        (ida, ra), (idb, rb) = sorted(ref.items(), key=lambda x: x[1]["origin"])
+        times, done = [], {}
+        for e in entries:
+            m = e["mark"] and re.fullmatch(r"(t|doneA|doneB)(\d+)", e["mark"])
+            if m:
+                times.append((e["idx"], int(m.group(2)) / 1e6))
+                if m.group(1) != "t":
+                    done[m.group(1)] = e["idx"]
+        if "doneA" not in done or "doneB" not in done:
+            return self.result(name, False, "marks doneA/doneB missing from the log")
+        points = [e["idx"] for e in entries if "FLUSH" in e["flags"] or "FUA" in e["flags"]]
+        want = len(points) if (self.a.all_marks or self.a.full) else (self.a.marks or 200)
+        if want >= len(points):
+            sample = points
+        else:
+            step = len(points) / want
+            chosen = {points[int(i * step)] for i in range(want)} | {points[-1]}
+            # plus the points around each "recording finished" mark
+            for d in done.values():
+                j = bisect.bisect_left(points, d)
+                chosen.update(points[max(0, j - 3):j + 3])
+            sample = sorted(chosen)
+        log(f"{name}: log has {len(entries)} entries, {len(points)} flush/FUA points, "
+            f"{info.get('marks')} marks, {int(info.get('data_bytes', 0)) >> 20} MiB data; "
+            f"checking {len(sample)}")
+        state = os.path.join(self.work, "state.img")
+        fails, worst, checked, t0 = [], 0.0, 0, time.time()
+        worst_at = None
+        for p in sample:
+            sh(["cp", "--sparse=always", base, state])
+            sh([self.logreplay, "replay", logimg, state, "--to", str(p)])
+            t_hi = next((t for i, t in times if i > p), float("inf"))
+            bad = []
+            try:
+                with snapshot_mount(self, state, rw=True, copy=False) as (mnt, _):
+                    pre = self.listing(mnt)
+                    for rid, r in ref.items():
+                        if rid in pre["mkv"] and sha256(pre["mkv"][rid]) != r["shas"][0]:
+                            bad.append(f"finished file {rid} differs from the final one before recovery")
+                    if p > done["doneA"] and ida not in pre["mkv"]:
+                        bad.append(f"{ida} finished before this point but is missing")
+                    if p > done["doneB"] and idb not in pre["mkv"]:
+                        bad.append(f"{idb} finished before this point but is missing")
+                    rc, paths, err = self.recover(mnt)
+                    if rc != 0:
+                        bad.append(f"recover rc={rc}: {err[-200:]}")
+                    post = self.listing(mnt)
+                    for rid in post["spool"]:
+                        bad.append(f"spool/{rid} left after recovery: {post['spool'][rid][:5]}")
+                    for rid, path in post["mkv"].items():
+                        v = self.verify(path)
+                        if not v.get("ok"):
+                            bad.append(f"{rid} fails verify: {v}")
+                            continue
+                        if rid not in ref:
+                            bad.append(f"unexpected recording {rid}")
+                    for rid, r in ref.items():
+                        if r["origin"] >= t_hi:
+                            continue
+                        endt = min(t_hi, r["origin"] + r["dur"])
+                        lm = None
+                        if rid in post["mkv"]:
+                            lm = self.last_media_us(self.verify(post["mkv"][rid]))
+                        loss = endt - (lm / 1e6 if lm else r["origin"])
+                        if loss > worst:
+                            worst, worst_at = loss, p
+                        if loss > LOSS_LIMIT_S:
+                            bad.append(f"{rid} lost {loss:.3f} s")
+            except RuntimeError as e:
+                bad.append(str(e))
+            ok, tail = fsck_clean(state)
+            if not ok:
+                bad.append(f"fsck after recovery: {tail}")
+            checked += 1
+            if bad:
+                fails.append(f"entry {p}: " + "; ".join(bad))
+                log(f"{name}: entry {p}: " + "; ".join(bad))
+        dt = time.time() - t0
+        self.table += [("flush-points: points in log / checked", f"{len(points)} / {checked} "
+                        f"({'all' if len(sample) == len(points) else 'sample'}; {dt / max(1, checked):.2f} s each)"),
+                       ("flush-points: failed states", str(len(fails))),
+                       ("flush-points: worst loss (s)", f"{worst:.3f} at entry {worst_at} (mark-time upper bound)")]
+        self.result(name, not fails, f"{len(fails)} of {checked} states failed: " + "; ".join(fails[:3]))
+
+    # -- scenario 3: the card fills up ----------------------------------------
+    def disk_full(self):
+        name = "disk-full"
+        card = Card(os.path.join(self.work, "full.img"), self.a.card_mb)
+        if self.a.fill_mb:
+            with snapshot_mount(self, card.path, rw=True, copy=False) as (mnt, _):
+                with open(os.path.join(mnt, "filler.bin"), "wb") as f:
+                    for _ in range(self.a.fill_mb):
+                        f.write(os.urandom(1 << 20))
+        g = self.boot("diskfull", "diskfull", {"duration_keep": 2, "duration_fill": 900},
+                      [card.drive()], 900)
+        end = g.wait_for(r"^@rig end")
+        g.finish(10)
+        self.note_boot(g)
+        if not end:
+            return self.result(name, False, f"guest did not finish (see {g.logf.name})")
+        begins = [int(x[1].split()[0]) for x in g.rig_lines("rec-begin")]
+        exits = [(x[1].split()[0], int(x[1].split()[1])) for x in g.rig_lines("rec-exit")]
+        files = [x[1] for x in g.rig_lines("rec-file")]
+        errs = [x[1] for x in g.rig_lines("rec-stderr")]
+        dfs = [x[1] for x in g.rig_lines("df")]
+        keep = g.rig_lines("keep-sha")
+        bad = []
+        if len(exits) != 3:
+            return self.result(name, False, f"expected 3 recordings, got exits {exits}")
+        if exits[0][0] != "rc=0" or not keep:
+            bad.append(f"first recording {exits[0][0]}")
+        fill_s = (exits[1][1] - begins[1]) / 1e6
+        refuse_s = (exits[2][1] - begins[2]) / 1e6
+        if exits[1][0] not in ("rc=0", "rc=2"):
+            bad.append(f"filling recording exited {exits[1][0]}")
+        if exits[2][0] != "rc=2":
+            bad.append(f"recording on the full card exited {exits[2][0]}, want rc=2")
+        if refuse_s > 5:
+            bad.append(f"refusal took {refuse_s:.1f} s")
+        fill_bytes = None
+        with snapshot_mount(self, card.path) as (mnt, snap):
+            st = self.listing(mnt)
+            if keep:
+                ksha, kpath = keep[0][1].split()
+                kp = mnt + kpath[len("/card"):]
+                if not os.path.exists(kp) or sha256(kp) != ksha:
+                    bad.append("the recording finished before the card filled was changed or lost")
+            fp = files[1] if len(files) > 1 else ""
+            if not fp.startswith("/card/"):
+                bad.append(f"filling recording printed no final file ({errs})")
+            else:
+                p = mnt + fp[len("/card"):]
+                if not os.path.exists(p):
+                    bad.append(f"{fp} missing")
+                else:
+                    fill_bytes = os.path.getsize(p)
+                    v = self.verify(p)
+                    if not v.get("ok"):
+                        bad.append(f"filling recording fails verify: {v}")
+            for rid, p in st["mkv"].items():
+                v = self.verify(p)
+                if not v.get("ok"):
+                    bad.append(f"{rid} fails verify")
+            leftovers = {d: fl for d, fl in st["spool"].items()}
+        ok, tail = fsck_clean(snap)
+        if not ok:
+            bad.append(f"fsck: {tail}")
+        msg = errs[-1] if errs else "(no stderr)"
+        log(f"{name}: filled for {fill_s:.1f} s, {exits[1][0]}, message: {errs[0] if len(errs) > 1 else msg}")
+        log(f"{name}: refused in {refuse_s:.2f} s with: {msg}; df: {dfs}; spool leftovers: {leftovers}")
+        self.table += [("disk-full: bytes in the final file before full",
+                        f"{fill_bytes} ({self.a.card_mb} MB card, {self.a.fill_mb} MB pre-filled, {fill_s:.0f} s)"),
+                       ("disk-full: refusal on a full card (s)", f"{refuse_s:.2f} ({exits[2][0]})")]
+        self.result(name, not bad, "; ".join(bad))
+
+    # -- scenario 4: failing writes --------------------------------------------
+    def io_error(self):
+        name = "io-error"
+        card = Card(os.path.join(self.work, "ioerr.img"), 128)
+        g = self.boot("ioerror", "ioerror", {"duration_keep": 2, "fault_after": 3, "duration_after": 2},
+                      [card.drive()], 400)
+        end = g.wait_for(r"^@rig end")
+        g.finish(10)
+        self.note_boot(g)
+        if not end:
+            return self.result(name, False, f"guest did not finish (see {g.logf.name})")
+        exits = [(x[1].split()[0], int(x[1].split()[1])) for x in g.rig_lines("rec-exit")]
+        files = [x[1] for x in g.rig_lines("rec-file")]
+        errs = [x[1] for x in g.rig_lines("rec-stderr")]
+        keep = g.rig_lines("keep-sha")
+        fault = g.rig_lines("fault-on")
+        rec = g.rig_lines("recover-end")
+        bad = []
+        if len(exits) != 3 or not fault:
+            return self.result(name, False, f"guest sequence incomplete: exits {exits} fault {fault}")
+        t_fault = int(fault[0][1]) / 1e6
+        to_exit = exits[1][1] / 1e6 - t_fault
+        if exits[0][0] != "rc=0":
+            bad.append(f"recording before the fault {exits[0][0]}")
+        if exits[1][0] == "rc=0":
+            bad.append("recording under the fault reported success")
+        err = errs[0] if errs else ""
+        if "/card" not in err:
+            bad.append(f"error message names no path on the card: {err!r}")
+        if not rec or not rec[0][1].startswith("rc=0"):
+            bad.append(f"recover after the fault: {rec}")
+        if exits[2][0] != "rc=0":
+            bad.append(f"recording after the fault was cleared {exits[2][0]}")
+        loss = None
+        with snapshot_mount(self, card.path) as (mnt, snap):
+            st = self.listing(mnt)
+            if keep:
+                ksha, kpath = keep[0][1].split()
+                kp = mnt + kpath[len("/card"):]
+                if not os.path.exists(kp) or sha256(kp) != ksha:
+                    bad.append("recording finished before the fault changed or lost")
+            else:
+                bad.append("no keep recording")
+            for rid, p in st["mkv"].items():
+                v = self.verify(p)
+                if not v.get("ok"):
+                    bad.append(f"{rid} fails verify: {v}")
+                    continue
+                o = v.get("origin_unix_us", 0) / 1e6
+                if o and o < t_fault < o + 60 and "/card/out/" + rid + ".mkv" not in files[:1]:
+                    lm = self.last_media_us(v)
+                    loss = t_fault - lm / 1e6 if lm else None
+            if loss is None:
+                bad.append("nothing of the faulted recording survived")
+            elif loss > LOSS_LIMIT_S:
+                bad.append(f"faulted recording lost {loss:.3f} s of data written before the fault")
+            if len(files) < 3 or not files[2].startswith("/card/out/"):
+                bad.append("no file from the recording after the fault")
+            if st["spool"]:
+                bad.append(f"spool left: {st['spool']}")
+        ok, tail = fsck_clean(snap)
+        if not ok:
+            bad.append(f"fsck: {tail}")
+        log(f"{name}: error reported {to_exit:.2f} s after the fault: {err!r}")
+        self.table += [("io-error: fault to clean exit (s)", f"{to_exit:.2f} ({exits[1][0]})"),
+                       ("io-error: data lost before the fault (s)", "n/a" if loss is None else f"{loss:.3f}")]
+        self.result(name, not bad, "; ".join(bad))
+
+    def run(self):
+        t0 = time.time()
+        only = set(self.a.only.split(",")) if self.a.only else None
+        order = [("smoke", self.smoke), ("power-cut", self.power_cut),
+                 ("flush-points", self.flush_points), ("disk-full", self.disk_full),
+                 ("io-error", self.io_error)]
+        for name, fn in order:
+            if only and name not in only:
+                continue
+            try:
+                fn()
+            except Exception as e:  # a rig error is a failed scenario, not a crash
+                import traceback
+                traceback.print_exc()
+                self.result(name, False, f"rig error: {e}")
+        total = time.time() - t0
+        self.summary(total)
+        return all(ok for _, ok, _ in self.results)
+
+    def summary(self, total):
+        bt = self.boot_times
+        rows = [("boot to /init (s)", f"min {min(bt):.1f} / median {statistics.median(bt):.1f} / "
+                                      f"max {max(bt):.1f} over {len(bt)} boots" if bt else "n/a")]
+        rows += self.table
+        rows.append(("rig time (s)", f"{total:.0f}"))
+        w = max(len(r[0]) for r in rows)
+        print("\n=== grabd QEMU rig summary ===")
+        for k, v in rows:
+            print(f"{k:<{w}}  {v}")
+        for name, ok, reason in self.results:
+            print(f"{'PASS' if ok else 'FAIL'} {name}" + ("" if ok else f": {reason}"))
+        npass = sum(1 for r in self.results if r[1])
+        print(f"qemu-rig: {npass} passed, {len(self.results) - npass} failed", flush=True)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--build", required=True)
+    p.add_argument("--kernel", required=True)
+    p.add_argument("--initrd", required=True)
+    p.add_argument("--grabd", required=True)
+    p.add_argument("--logreplay", required=True)
+    p.add_argument("--clk", required=True)
+    p.add_argument("--standin", action="store_true")
+    p.add_argument("--only", help="comma-separated scenario names")
+    p.add_argument("--full", action="store_true", help="long sweep: more cuts, every flush point")
+    p.add_argument("--cuts", type=int, help="power cuts (default 20, 60 with --full)")
+    p.add_argument("--marks", type=int, help="flush points to check (default 200)")
+    p.add_argument("--all-marks", action="store_true", help="check every flush point")
+    p.add_argument("--seed", type=int, help="random seed for cut moments")
+    p.add_argument("--card-mb", type=int, default=64, help="disk-full card size")
+    p.add_argument("--fill-mb", type=int, default=0, help="disk-full: MB pre-filled by other data")
+    a = p.parse_args()
+    ok = Rig(a).run()
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

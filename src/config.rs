@@ -1,0 +1,365 @@
+//! Configuration: [`RawConfig`] is the TOML as written (checked only for shape),
+//! [`Config`] the validated, usable set of streams and recording settings.
+//!
+//! ```toml
+//! [recording]
+//! chunk_length_s = 60.0
+//!
+//! [[stream]]
+//! name = "rgb"
+//! kind = "video"
+//! source = "synthetic"
+//! width = 1280
+//! height = 800
+//! fps = 25
+//! codec = "libx264"
+//! options = { preset = "superfast" }
+//!
+//! [[stream]]
+//! name = "imu"
+//! kind = "data"
+//! source = "synthetic"
+//! rate_hz = 100          # samples per second
+//! batch_with = "rgb"     # one packet per frame of this stream (default: first video)
+//! ```
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::capture::SyntheticPattern;
+use crate::recording::{
+    DataStreamConfig, MuxerSettings, StreamConfig, VideoStreamConfig, WriterOptions,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+/// The file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub recording: RawRecording,
+    #[serde(default)]
+    pub stream: Vec<RawStream>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRecording {
+    pub chunk_length_s: Option<f64>,
+    pub max_encoder_queue_size: Option<usize>,
+    pub rotation_grace_s: Option<f64>,
+    pub sync_interval_ms: Option<u64>,
+    pub cluster_time_limit_ms: Option<u32>,
+    /// Stop recording when free space falls below this many MiB.
+    pub min_free_mb: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RawStream {
+    pub name: String,
+    pub kind: String,
+    #[serde(default = "default_source")]
+    pub source: String,
+    pub rate_hz: Option<f64>,
+    pub batch_with: Option<String>,
+    pub batch_hz: Option<f64>,
+    /// Everything else: the stream config's own fields.
+    #[serde(flatten)]
+    pub rest: toml::Table,
+}
+
+fn default_source() -> String {
+    "synthetic".into()
+}
+
+/// Where a stream's frames come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceSpec {
+    SyntheticVideo(SyntheticPattern),
+    SyntheticImu { rate_hz: f64, batching: Batching },
+}
+
+/// How IMU samples are grouped into packets.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Batching {
+    /// One packet per frame of this video stream, stamped with the frame's time.
+    PerFrameOf(String),
+    /// One packet per period of this many Hz.
+    Rate(f64),
+}
+
+#[derive(Debug, Clone)]
+pub struct StreamSpec {
+    pub name: String,
+    pub config: StreamConfig,
+    pub source: SourceSpec,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub streams: Vec<StreamSpec>,
+    pub writer: WriterOptions,
+    pub min_free_bytes: u64,
+}
+
+/// The reference device's streams: rgb 1280x800@25 H.264, depth 640x400@25 FFV1
+/// gray16le, IMU at 100 Hz batched per rgb frame.
+pub const DEFAULT_CONFIG: &str = r#"
+[[stream]]
+name = "rgb"
+kind = "video"
+width = 1280
+height = 800
+fps = 25
+codec = "libx264"
+bitrate = 4000000
+input_pixel_format = "rgb24"
+output_pixel_format = "yuv420p"
+options = { preset = "superfast", profile = "baseline", bf = "0", g = "25", tune = "zerolatency" }
+
+[[stream]]
+name = "depth"
+kind = "video"
+width = 640
+height = 400
+fps = 25
+codec = "ffv1"
+bitrate = 0
+input_pixel_format = "gray16le"
+output_pixel_format = "gray16le"
+options = { level = "3", g = "25" }
+metadata = { units = "millimetres" }
+
+[[stream]]
+name = "imu"
+kind = "data"
+rate_hz = 100
+batch_with = "rgb"
+metadata = { format = "json", units = "m/s^2, rad/s" }
+"#;
+
+impl Config {
+    /// The built-in synthetic device.
+    pub fn default_synthetic() -> Result<Self, ConfigError> {
+        Self::from_toml(DEFAULT_CONFIG, "<built-in>")
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.message().to_owned(),
+        })?;
+        let mut config = Self::from_raw(raw)?;
+        if config.streams.is_empty() {
+            // A file with only [recording] keeps the built-in streams.
+            config.streams = Self::default_synthetic()?.streams;
+        }
+        Ok(config)
+    }
+
+    fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+        let invalid = |m: String| ConfigError::Invalid(m);
+        let r = &raw.recording;
+        let mut writer = WriterOptions::default();
+        if let Some(s) = r.chunk_length_s {
+            if !(0.1..=86_400.0).contains(&s) {
+                return Err(invalid(format!(
+                    "chunk_length_s must be 0.1..86400, got {s}"
+                )));
+            }
+            writer.chunk_length = Duration::from_millis((s * 1000.0).round() as u64);
+        }
+        if let Some(n) = r.max_encoder_queue_size {
+            writer.max_encoder_queue_size = n;
+        }
+        if let Some(s) = r.rotation_grace_s {
+            if !(s.is_finite() && s > 0.0) {
+                return Err(invalid(format!(
+                    "rotation_grace_s must be positive, got {s}"
+                )));
+            }
+            writer.rotation_grace = Duration::from_secs_f64(s);
+        }
+        if let Some(ms) = r.sync_interval_ms {
+            writer.sync_interval = Duration::from_millis(ms.max(10));
+        }
+        writer.muxer = MuxerSettings {
+            cluster_time_limit_ms: r.cluster_time_limit_ms.unwrap_or(500),
+            ..MuxerSettings::default()
+        };
+        let min_free_bytes = r.min_free_mb.unwrap_or(32) * 1024 * 1024;
+
+        let first_video = raw
+            .stream
+            .iter()
+            .find(|s| s.kind == "video")
+            .map(|s| s.name.clone());
+        let mut streams = Vec::new();
+        for s in raw.stream {
+            let err = |m: String| ConfigError::Invalid(format!("stream {:?}: {m}", s.name));
+            if s.source != "synthetic" {
+                return Err(err(format!(
+                    "unknown source {:?} (this build has: synthetic)",
+                    s.source
+                )));
+            }
+            let (config, source) = match s.kind.as_str() {
+                "video" => {
+                    if s.rate_hz.is_some() || s.batch_with.is_some() || s.batch_hz.is_some() {
+                        return Err(err(
+                            "rate_hz/batch_with/batch_hz are for data streams".into()
+                        ));
+                    }
+                    let video: VideoStreamConfig = s
+                        .rest
+                        .clone()
+                        .try_into()
+                        .map_err(|e: toml::de::Error| err(e.message().to_owned()))?;
+                    video.validate().map_err(|e| err(e.to_string()))?;
+                    let pattern = SyntheticPattern::for_pixel_format(&video.input_pixel_format)
+                        .ok_or_else(|| {
+                            err(format!(
+                                "the synthetic source makes rgb24, gray16le or yuyv422, not {}",
+                                video.input_pixel_format
+                            ))
+                        })?;
+                    (
+                        StreamConfig::Video(video),
+                        SourceSpec::SyntheticVideo(pattern),
+                    )
+                }
+                "data" => {
+                    let data: DataStreamConfig = s
+                        .rest
+                        .clone()
+                        .try_into()
+                        .map_err(|e: toml::de::Error| err(e.message().to_owned()))?;
+                    data.validate().map_err(|e| err(e.to_string()))?;
+                    let rate_hz = s.rate_hz.unwrap_or(100.0);
+                    if !(rate_hz.is_finite() && rate_hz > 0.0 && rate_hz <= 10_000.0) {
+                        return Err(err(format!("rate_hz must be 0..10000, got {rate_hz}")));
+                    }
+                    let batching = match (s.batch_hz, s.batch_with.clone().or(first_video.clone()))
+                    {
+                        (Some(hz), _) if hz.is_finite() && hz > 0.0 => Batching::Rate(hz),
+                        (Some(hz), _) => {
+                            return Err(err(format!("batch_hz must be positive, got {hz}")))
+                        }
+                        (None, Some(video)) => Batching::PerFrameOf(video),
+                        (None, None) => Batching::Rate(25.0),
+                    };
+                    (
+                        StreamConfig::Data(data),
+                        SourceSpec::SyntheticImu { rate_hz, batching },
+                    )
+                }
+                other => {
+                    return Err(err(format!(
+                        "kind must be \"video\" or \"data\", got {other:?}"
+                    )))
+                }
+            };
+            streams.push(StreamSpec {
+                name: s.name,
+                config,
+                source,
+            });
+        }
+        for spec in &streams {
+            crate::recording::stream_config::validate_stream_name(&spec.name)
+                .map_err(|e| invalid(e.to_string()))?;
+            if streams.iter().filter(|o| o.name == spec.name).count() > 1 {
+                return Err(invalid(format!("stream {:?} appears twice", spec.name)));
+            }
+            if let SourceSpec::SyntheticImu {
+                batching: Batching::PerFrameOf(video),
+                ..
+            } = &spec.source
+            {
+                let ok = streams
+                    .iter()
+                    .any(|o| &o.name == video && matches!(o.config, StreamConfig::Video(_)));
+                if !ok {
+                    return Err(invalid(format!(
+                        "stream {:?}: batch_with names {video:?}, which is not a video stream",
+                        spec.name
+                    )));
+                }
+            }
+        }
+        Ok(Config {
+            streams,
+            writer,
+            min_free_bytes,
+        })
+    }
+
+    /// Streams in the form the recording core takes.
+    pub fn stream_configs(&self) -> Vec<(String, StreamConfig)> {
+        self.streams
+            .iter()
+            .map(|s| (s.name.clone(), s.config.clone()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_config_is_the_reference_device() {
+        let c = Config::default_synthetic().unwrap();
+        let names: Vec<_> = c.streams.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["rgb", "depth", "imu"]);
+        assert_eq!(c.writer.chunk_length, Duration::from_secs(60));
+        assert_eq!(
+            c.streams[2].source,
+            SourceSpec::SyntheticImu {
+                rate_hz: 100.0,
+                batching: Batching::PerFrameOf("rgb".into())
+            }
+        );
+    }
+
+    #[test]
+    fn bad_configs_name_the_problem() {
+        let cases = [
+            ("[recording]\nchunk_length_s = 0\n", "chunk_length_s"),
+            ("[[stream]]\nname=\"a\"\nkind=\"video\"\nwidth=0\nheight=2\nfps=25\n", "empty"),
+            ("[[stream]]\nname=\"a\"\nkind=\"video\"\nwidth=2\nheight=2\nfps=25\ncodec=\"nope\"\n", "nope"),
+            ("[[stream]]\nname=\"a\"\nkind=\"video\"\nwidth=2\nheight=2\nfps=25\ncolour=1\n", "colour"),
+            ("[[stream]]\nname=\"a\"\nkind=\"audio\"\n", "kind"),
+            ("[[stream]]\nname=\"i\"\nkind=\"data\"\nbatch_with=\"x\"\n", "batch_with"),
+            ("[recording]\nchunk_lenght_s = 1\n", "chunk_lenght_s"),
+            ("not toml at all [", "config"),
+        ];
+        for (text, needle) in cases {
+            let err = Config::from_toml(text, "t.toml").unwrap_err().to_string();
+            assert!(err.contains(needle), "{text:?} gave {err:?}");
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! grabd: the firmware service of a press-button field recorder.
+//!
+//! Data flows one way: sources ([`capture`], [`sensors`]) → bounded queues →
+//! per-stream encoders → chunked writer → finalizer → final MKV ([`recording`]).
+//! [`runtime`] runs a session (sources, storage guard, signals); [`config`] turns TOML
+//! into validated stream sets.
+
+pub mod capture;
+pub mod clock;
+pub mod config;
+pub mod recording;
+pub mod runtime;
+pub mod sensors;

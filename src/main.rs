@@ -1,0 +1,187 @@
+//! The `grabd` command line. Everything it does lives in the library; this file only
+//! parses flags, sets up logging and signals, prints results and maps errors to exit
+//! codes (0 ok, 1 a check failed, 2 an error).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use grabd::config::Config;
+use grabd::recording::{self, manifest, probe};
+
+#[derive(Parser)]
+#[command(name = "grabd", version, about = "Press-button field recorder service")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Record the configured sources (default: the built-in synthetic device) for a
+    /// fixed time, then finish the final MKV and print its path.
+    Record {
+        /// TOML configuration (streams and recording settings).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Folder for in-progress chunks (the same card as --output is best).
+        #[arg(long)]
+        spool: PathBuf,
+        /// Folder for finished recordings.
+        #[arg(long)]
+        output: PathBuf,
+        /// Seconds to record (SIGINT/SIGTERM stop earlier, cleanly).
+        #[arg(long, value_parser = parse_seconds)]
+        duration: Duration,
+        /// Chunk length in seconds (overrides the config).
+        #[arg(long, value_parser = parse_seconds)]
+        chunk_length: Option<Duration>,
+    },
+    /// Finish every recording cut off in the spool (boot recovery).
+    Recover {
+        #[arg(long)]
+        spool: PathBuf,
+        #[arg(long)]
+        output: PathBuf,
+    },
+    /// Read a recording back: decode every packet, check its manifest; print JSON.
+    Verify { file: PathBuf },
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(v.is_finite() && v > 0.0 && v < 1e7) {
+        return Err(format!("{s} must be a positive number of seconds"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // One line: the error and its causes.
+            let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
+            eprintln!("grabd: {}", chain.join(": "));
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::{fmt, EnvFilter};
+    let filter = EnvFilter::try_from_env("GRABD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Record {
+            config,
+            spool,
+            output,
+            duration,
+            chunk_length,
+        } => {
+            let mut config = match &config {
+                Some(path) => Config::load(path)?,
+                None => Config::default_synthetic()?,
+            };
+            if let Some(length) = chunk_length {
+                config.writer.chunk_length = Duration::from_millis(length.as_millis() as u64);
+            }
+            let stop = Arc::new(AtomicBool::new(false));
+            for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                signal_hook::flag::register(signal, Arc::clone(&stop))
+                    .context("installing signal handlers")?;
+            }
+            let outcome = grabd::runtime::record(&config, &spool, &output, Some(duration), &stop)
+                .context("record")?;
+            for e in &outcome.errors {
+                eprintln!("grabd: warning: {e}");
+            }
+            match (&outcome.finished, &outcome.reason) {
+                (Some(finished), grabd::runtime::StopReason::StorageFull) => {
+                    eprintln!(
+                        "grabd: storage nearly full: stopped early and finished the recording"
+                    );
+                    println!("{}", finished.mkv.display());
+                    Ok(ExitCode::from(2))
+                }
+                (Some(finished), grabd::runtime::StopReason::Failed(why)) => {
+                    eprintln!("grabd: {why}: stopped and finished the recording");
+                    println!("{}", finished.mkv.display());
+                    Ok(ExitCode::from(2))
+                }
+                (Some(finished), _) => {
+                    println!("{}", finished.mkv.display());
+                    Ok(ExitCode::SUCCESS)
+                }
+                (None, _) => {
+                    eprintln!("grabd: no frame was recorded; nothing written");
+                    Ok(ExitCode::SUCCESS)
+                }
+            }
+        }
+        Command::Recover { spool, output } => {
+            let report =
+                recording::recover_spool(&spool, &output, Default::default()).context("recover")?;
+            for finished in &report.recovered {
+                println!("{}", finished.mkv.display());
+            }
+            if report.failed.is_empty() {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                for (dir, why) in &report.failed {
+                    eprintln!("grabd: could not recover {}: {why}", dir.display());
+                }
+                Ok(ExitCode::from(2))
+            }
+        }
+        Command::Verify { file } => {
+            let summary = probe::inspect(&file, true, None).context("verify")?;
+            let manifest_ok = manifest::read_manifest(&manifest::manifest_path(&file))
+                .ok()
+                .is_some_and(|m| {
+                    let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+                    m.file.size_bytes == size
+                        && probe::sha256_file(&file).is_ok_and(|sha| sha == m.file.sha256)
+                });
+            let ok = summary.decode_errors() == 0 && manifest_ok && !summary.truncated;
+            let report = serde_json::json!({
+                "ok": ok,
+                "decode_errors": summary.decode_errors(),
+                "manifest_ok": manifest_ok,
+                "truncated": summary.truncated,
+                "origin_unix_us": summary.origin_unix_us,
+                "streams": summary.tracks.iter().map(|t| serde_json::json!({
+                    "name": t.name,
+                    "kind": t.kind,
+                    "packets": t.packets,
+                    "frames_decoded": t.frames_decoded,
+                    "first_pts_us": t.first_pts_us,
+                    "last_pts_us": t.last_pts_us,
+                })).collect::<Vec<_>>(),
+            });
+            println!("{report}");
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+    }
+}

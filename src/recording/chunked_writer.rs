@@ -1,0 +1,761 @@
+//! [`ChunkedWriter`]: one encoder thread and one `.mkv.part` per stream, chunks rotated on
+//! a shared timeline, finished chunks merged (and appended to the final file) by a
+//! background finalizer.
+//!
+//! Timeline: the first frame to reach any encoder thread sets the origin. Chunk `k`
+//! covers media time `[k·L, (k+1)·L)` from that origin, so the origin of each chunk
+//! advances by exactly `chunk_length` and a frame's chunk follows from its timestamp
+//! alone (a frame exactly on a boundary opens the new chunk). PTS inside a chunk are µs
+//! from the chunk's start.
+//!
+//! Rotation barrier: each stream publishes `closed_before`, the first chunk it has not
+//! finished. A stream that sees a frame of a later chunk flushes its encoder, closes its
+//! part and arrives; when every live stream has passed chunk `k` the last one to arrive
+//! hands the chunk to the finalizer and bumps the generation. Unlike the reference,
+//! nobody waits at the barrier (the merge is not theirs to do), and a stream that has not
+//! reached the boundary `rotation_grace` after the first one did is closed without it,
+//! so a silent camera cannot hold up the others.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+
+use super::durable;
+use super::encoder::{DataStreamEncoder, StreamEncoder, VideoStreamEncoder};
+use super::error::{Error, Result};
+use super::finalizer::{self, ChunkJob, FinalOutput, FinalizeReport};
+use super::media::{MuxerSettings, TAG_CHUNK_START_US, TAG_ORIGIN_UNIX_US};
+use super::part::{lock, ClosedPart, PartSyncer, PartWriter};
+use super::stream_config::{
+    validate_stream_name, DataStreamConfig, StreamConfig, VideoStreamConfig,
+};
+
+/// One frame of a video stream (packed raw pixels) or one record of a data stream,
+/// stamped in µs on the process's monotonic clock ([`crate::clock::monotonic_us`]).
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub timestamp_us: i64,
+    pub data: Arc<[u8]>,
+}
+
+impl Frame {
+    pub fn new(timestamp_us: i64, data: impl Into<Arc<[u8]>>) -> Self {
+        Frame {
+            timestamp_us,
+            data: data.into(),
+        }
+    }
+}
+
+/// Chooses a chunk's id: `(writer name, chunk start wall time, file extension) -> id`.
+pub type StartChunkCallback = Arc<dyn Fn(&str, SystemTime, &str) -> String + Send + Sync>;
+/// Told the name of a stream whose encoder thread failed. Runs on its own thread.
+pub type ErrorCallback = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Tuning of a [`ChunkedWriter`]; `Default` gives the reference's values.
+#[derive(Clone)]
+pub struct WriterOptions {
+    pub chunk_length: Duration,
+    pub max_encoder_queue_size: usize,
+    /// How long after the first stream reached a boundary a silent or stuck stream is
+    /// closed without it.
+    pub rotation_grace: Duration,
+    /// How often open parts are fsynced.
+    pub sync_interval: Duration,
+    pub muxer: MuxerSettings,
+    pub start_chunk_callback: Option<StartChunkCallback>,
+    pub on_error: Option<ErrorCallback>,
+    /// Grow this final file chunk by chunk in the background; `stop` then finishes it.
+    pub final_output: Option<FinalOutput>,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            chunk_length: Duration::from_secs(60),
+            max_encoder_queue_size: 200,
+            rotation_grace: Duration::from_secs(2),
+            sync_interval: Duration::from_millis(500),
+            muxer: MuxerSettings::default(),
+            start_chunk_callback: None,
+            on_error: None,
+            final_output: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for WriterOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriterOptions")
+            .field("chunk_length", &self.chunk_length)
+            .field("max_encoder_queue_size", &self.max_encoder_queue_size)
+            .field("rotation_grace", &self.rotation_grace)
+            .field("sync_interval", &self.sync_interval)
+            .field("muxer", &self.muxer)
+            .field("final_output", &self.final_output)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The media-time origin of a recording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// Monotonic µs of the first frame.
+    pub monotonic_us: i64,
+    /// Wall-clock µs since the Unix epoch at that moment.
+    pub unix_us: i64,
+}
+
+#[derive(Default)]
+struct Counters {
+    accepted: AtomicU64,
+    encoded: AtomicU64,
+    dropped_queue_full: AtomicU64,
+    dropped_late: AtomicU64,
+    failed: AtomicBool,
+}
+
+/// What happened to one stream's frames.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StreamStats {
+    pub name: String,
+    /// Frames handed to the encoder (the file's own count is read back separately).
+    pub frames_encoded: u64,
+    /// Frames refused because the stream's queue was full (the producer never waits).
+    pub dropped_queue_full: u64,
+    /// Frames older than the chunk their stream had already closed.
+    pub dropped_late: u64,
+    pub failed: bool,
+}
+
+impl StreamStats {
+    pub fn frames_dropped(&self) -> u64 {
+        self.dropped_queue_full + self.dropped_late
+    }
+}
+
+/// The producer's handle on one stream's queue. `push` never blocks.
+#[derive(Clone)]
+pub struct StreamSender {
+    tx: Sender<Frame>,
+    counters: Arc<Counters>,
+}
+
+impl StreamSender {
+    /// Queue a frame; `false` (and a counted drop) when the queue is full or the
+    /// stream's encoder is gone.
+    pub fn push(&self, frame: Frame) -> bool {
+        match self.tx.try_send(frame) {
+            Ok(()) => {
+                self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.counters
+                    .dropped_queue_full
+                    .fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Frames waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.tx.len()
+    }
+}
+
+struct StreamSlot {
+    name: String,
+    config: StreamConfig,
+    tx: Sender<Frame>,
+    rx: Option<Receiver<Frame>>,
+    counters: Arc<Counters>,
+}
+
+/// Everything the encoder threads share.
+struct Shared {
+    name: String,
+    dir: PathBuf,
+    chunk_length_us: i64,
+    grace: Duration,
+    muxer: MuxerSettings,
+    origin: OnceLock<Origin>,
+    barrier: Mutex<Barrier>,
+    jobs: Mutex<Option<Sender<ChunkJob>>>,
+    stopping: AtomicBool,
+    start_chunk_callback: Option<StartChunkCallback>,
+    on_error: Option<ErrorCallback>,
+    syncer: Arc<PartSyncer>,
+}
+
+struct Barrier {
+    /// Chunks handed to the finalizer so far.
+    generation: u64,
+    /// Per stream: the first chunk index it has not finished (`u64::MAX` once it ended).
+    closed_before: Vec<u64>,
+    /// Chunks with at least one part, not yet complete, by index.
+    pending: BTreeMap<u64, PendingChunk>,
+    next_sequential_id: u64,
+}
+
+struct PendingChunk {
+    id: String,
+    parts: Vec<ClosedPart>,
+    /// When the first stream passed this chunk's end (starts the grace period).
+    first_passed: Option<Instant>,
+}
+
+impl Shared {
+    fn origin_for(&self, ts_us: i64) -> Origin {
+        *self.origin.get_or_init(|| {
+            let now_mono = crate::clock::monotonic_us();
+            let now_unix = crate::clock::unix_us();
+            // Frames stamped on the monotonic clock map to wall time exactly; frames from
+            // another time domain (tests) start "now".
+            let age = now_mono - ts_us;
+            let unix_us = if (0..3_600_000_000).contains(&age) {
+                now_unix - age
+            } else {
+                now_unix
+            };
+            Origin {
+                monotonic_us: ts_us,
+                unix_us,
+            }
+        })
+    }
+
+    fn chunk_start_us(&self, index: u64) -> i64 {
+        i64::try_from(index).unwrap_or(i64::MAX / 2) * self.chunk_length_us
+    }
+
+    /// The id of chunk `index`, creating its pending entry on first use.
+    fn chunk_id(&self, index: u64) -> String {
+        let mut barrier = lock(&self.barrier);
+        if let Some(chunk) = barrier.pending.get(&index) {
+            return chunk.id.clone();
+        }
+        let id = match &self.start_chunk_callback {
+            Some(callback) => {
+                let origin_unix = self.origin.get().map_or(0, |o| o.unix_us);
+                let start_us = origin_unix + self.chunk_start_us(index);
+                let started_at =
+                    UNIX_EPOCH + Duration::from_micros(u64::try_from(start_us).unwrap_or(0));
+                callback(&self.name, started_at, "mkv")
+            }
+            None => format!("{:05}", barrier.next_sequential_id),
+        };
+        barrier.next_sequential_id += 1;
+        let already_passed = barrier.closed_before.iter().any(|&c| c > index);
+        barrier.pending.insert(
+            index,
+            PendingChunk {
+                id: id.clone(),
+                parts: Vec::new(),
+                first_passed: already_passed.then(Instant::now),
+            },
+        );
+        id
+    }
+
+    /// Stream `stream` has finished every chunk before `closed_before`, handing over the
+    /// part it closed (if any). Completes and dispatches every chunk all streams passed.
+    fn advance(&self, stream: usize, closed_before: u64, closed: Option<(u64, ClosedPart)>) {
+        let mut barrier = lock(&self.barrier);
+        if let Some((index, part)) = closed {
+            match barrier.pending.get_mut(&index) {
+                Some(chunk) => chunk.parts.push(part),
+                None => tracing::error!(
+                    index,
+                    "a part arrived for an unknown chunk; left for recovery"
+                ),
+            }
+        }
+        barrier.closed_before[stream] = barrier.closed_before[stream].max(closed_before);
+        let now = Instant::now();
+        for (_, chunk) in barrier.pending.range_mut(..closed_before) {
+            chunk.first_passed.get_or_insert(now);
+        }
+        let slowest = barrier
+            .closed_before
+            .iter()
+            .copied()
+            .min()
+            .unwrap_or(u64::MAX);
+        let done: Vec<u64> = barrier.pending.range(..slowest).map(|(k, _)| *k).collect();
+        for index in done {
+            let Some(chunk) = barrier.pending.remove(&index) else {
+                continue;
+            };
+            barrier.generation += 1;
+            let job = ChunkJob {
+                id: chunk.id,
+                start_us: self.chunk_start_us(index),
+                parts: chunk.parts,
+            };
+            match lock(&self.jobs).as_ref() {
+                Some(jobs) => {
+                    if jobs.send(job).is_err() {
+                        tracing::error!(index, "finalizer gone; chunk parts left for recovery");
+                    }
+                }
+                None => tracing::error!(index, "writer stopped; chunk parts left for recovery"),
+            }
+        }
+    }
+
+    /// If a chunk this stream has not finished was passed by another stream more than
+    /// the grace period ago, the index to close through (exclusive).
+    fn overdue(&self, stream: usize) -> Option<u64> {
+        let barrier = lock(&self.barrier);
+        let mine = barrier.closed_before[stream];
+        barrier
+            .pending
+            .range(mine..)
+            .filter(|(_, c)| c.first_passed.is_some_and(|t| t.elapsed() >= self.grace))
+            .map(|(k, _)| k + 1)
+            .last()
+    }
+
+    fn generation(&self) -> u64 {
+        lock(&self.barrier).generation
+    }
+}
+
+/// A chunk's part in the making on one encoder thread.
+struct OpenChunk {
+    index: u64,
+    encoder: StreamEncoder,
+    part: PartWriter,
+}
+
+/// How often an idle encoder thread looks at the barrier and the stop flag.
+const TICK: Duration = Duration::from_millis(20);
+/// How long `stop` waits for an encoder thread to drain and close.
+const STREAM_JOIN_DEADLINE: Duration = Duration::from_secs(30);
+/// How long `stop` waits for the finalizer to finish the last chunk and the final file.
+const FINALIZER_JOIN_DEADLINE: Duration = Duration::from_secs(600);
+
+/// Chunked multi-stream Matroska writer. See the module docs for the protocol.
+pub struct ChunkedWriter {
+    shared: Arc<Shared>,
+    streams: Vec<StreamSlot>,
+    options: WriterOptions,
+    threads: Vec<(String, JoinHandle<()>, Receiver<()>)>,
+    finalizer: Option<(JoinHandle<FinalizeReport>, Receiver<()>)>,
+    started: bool,
+    stopped: bool,
+}
+
+/// What `stop` returns.
+#[derive(Debug, Default)]
+pub struct WriterReport {
+    pub origin: Option<Origin>,
+    pub streams: Vec<StreamStats>,
+    pub finalize: FinalizeReport,
+    pub chunks_rotated: u64,
+}
+
+impl ChunkedWriter {
+    /// Validate every config and prepare the queues; nothing runs until [`start`].
+    ///
+    /// [`start`]: ChunkedWriter::start
+    pub fn new(
+        name: &str,
+        output_directory: &Path,
+        stream_configs: Vec<(String, VideoStreamConfig)>,
+        sensor_stream_configs: Vec<(String, DataStreamConfig)>,
+        options: WriterOptions,
+    ) -> Result<Self> {
+        let mut configs: Vec<(String, StreamConfig)> = stream_configs
+            .into_iter()
+            .map(|(n, c)| (n, StreamConfig::Video(c)))
+            .collect();
+        configs.extend(
+            sensor_stream_configs
+                .into_iter()
+                .map(|(n, c)| (n, StreamConfig::Data(c))),
+        );
+        Self::with_streams(name, output_directory, configs, options)
+    }
+
+    /// Like [`new`](ChunkedWriter::new), with video and data streams in one ordered list.
+    pub fn with_streams(
+        name: &str,
+        output_directory: &Path,
+        configs: Vec<(String, StreamConfig)>,
+        options: WriterOptions,
+    ) -> Result<Self> {
+        if configs.is_empty() {
+            return Err(Error::InvalidConfig("no streams to record".into()));
+        }
+        let chunk_length_us = i64::try_from(options.chunk_length.as_micros()).unwrap_or(i64::MAX);
+        if chunk_length_us < 100_000 || chunk_length_us % 1000 != 0 {
+            return Err(Error::InvalidConfig(format!(
+                "chunk length {:?} must be at least 0.1 s and a whole number of milliseconds",
+                options.chunk_length
+            )));
+        }
+        if options.max_encoder_queue_size == 0 {
+            return Err(Error::InvalidConfig(
+                "max_encoder_queue_size must be at least 1".into(),
+            ));
+        }
+        let mut streams: Vec<StreamSlot> = Vec::new();
+        for (stream_name, config) in configs {
+            validate_stream_name(&stream_name)?;
+            if streams.iter().any(|s| s.name == stream_name) {
+                return Err(Error::InvalidConfig(format!(
+                    "stream {stream_name:?} appears twice"
+                )));
+            }
+            config.validate()?;
+            let (tx, rx) = bounded(options.max_encoder_queue_size);
+            streams.push(StreamSlot {
+                name: stream_name,
+                config,
+                tx,
+                rx: Some(rx),
+                counters: Arc::default(),
+            });
+        }
+        durable::create_dir_all(output_directory)?;
+        let shared = Arc::new(Shared {
+            name: name.to_owned(),
+            dir: output_directory.to_owned(),
+            chunk_length_us,
+            grace: options.rotation_grace,
+            muxer: options.muxer,
+            origin: OnceLock::new(),
+            barrier: Mutex::new(Barrier {
+                generation: 0,
+                closed_before: vec![0; streams.len()],
+                pending: BTreeMap::new(),
+                next_sequential_id: 0,
+            }),
+            jobs: Mutex::new(None),
+            stopping: AtomicBool::new(false),
+            start_chunk_callback: options.start_chunk_callback.clone(),
+            on_error: options.on_error.clone(),
+            syncer: PartSyncer::start(options.sync_interval),
+        });
+        Ok(ChunkedWriter {
+            shared,
+            streams,
+            options,
+            threads: Vec::new(),
+            finalizer: None,
+            started: false,
+            stopped: false,
+        })
+    }
+
+    /// The queue of a stream (the reference's `get_encoder_queue`).
+    pub fn sender(&self, stream_name: &str) -> Option<StreamSender> {
+        self.streams
+            .iter()
+            .find(|s| s.name == stream_name)
+            .map(|s| StreamSender {
+                tx: s.tx.clone(),
+                counters: Arc::clone(&s.counters),
+            })
+    }
+
+    pub fn is_data_stream(&self, stream_name: &str) -> bool {
+        self.streams
+            .iter()
+            .any(|s| s.name == stream_name && matches!(s.config, StreamConfig::Data(_)))
+    }
+
+    pub fn stream_names(&self) -> impl Iterator<Item = &str> {
+        self.streams.iter().map(|s| s.name.as_str())
+    }
+
+    /// The origin, once the first frame has been processed.
+    pub fn origin(&self) -> Option<Origin> {
+        self.shared.origin.get().copied()
+    }
+
+    /// Chunks completed and handed to the finalizer so far.
+    pub fn generation(&self) -> u64 {
+        self.shared.generation()
+    }
+
+    /// Start the finalizer and one encoder thread per stream. The first chunk is created
+    /// only when the first frame arrives, so the origin is in the frames' time domain.
+    pub fn start(&mut self) -> Result<()> {
+        if self.started {
+            return Ok(());
+        }
+        let (jobs_tx, jobs_rx) = unbounded();
+        *lock(&self.shared.jobs) = Some(jobs_tx);
+        let expected: Vec<String> = self.streams.iter().map(|s| s.name.clone()).collect();
+        let (done_tx, done_rx) = bounded(1);
+        let dir = self.shared.dir.clone();
+        let final_output = self.options.final_output.clone();
+        let muxer = self.options.muxer;
+        let on_error = self.options.on_error.clone();
+        let finalizer = std::thread::Builder::new()
+            .name(format!("{}-finalize", self.shared.name))
+            .spawn(move || {
+                let report =
+                    finalizer::run(&dir, jobs_rx, final_output, &expected, muxer, on_error);
+                let _ = done_tx.send(());
+                report
+            })
+            .map_err(|e| Error::io("spawn finalizer thread", &self.shared.dir, e))?;
+        self.finalizer = Some((finalizer, done_rx));
+
+        for (index, slot) in self.streams.iter_mut().enumerate() {
+            let Some(rx) = slot.rx.take() else { continue };
+            let shared = Arc::clone(&self.shared);
+            let name = slot.name.clone();
+            let config = slot.config.clone();
+            let counters = Arc::clone(&slot.counters);
+            let (done_tx, done_rx) = bounded(1);
+            let handle = std::thread::Builder::new()
+                .name(format!("enc-{}", slot.name))
+                .spawn(move || {
+                    stream_thread(&shared, index, &name, &config, &rx, &counters);
+                    let _ = done_tx.send(());
+                })
+                .map_err(|e| Error::io("spawn encoder thread", &self.shared.dir, e))?;
+            self.threads.push((slot.name.clone(), handle, done_rx));
+        }
+        self.started = true;
+        Ok(())
+    }
+
+    /// Drain every queue, close the last chunk, let the finalizer merge it and finish
+    /// the final file, and report. Idempotent.
+    pub fn stop(&mut self) -> Result<WriterReport> {
+        if self.stopped {
+            return Ok(WriterReport::default());
+        }
+        self.stopped = true;
+        self.shared.stopping.store(true, Ordering::Release);
+        let deadline = Instant::now() + STREAM_JOIN_DEADLINE;
+        for (index, (name, handle, done)) in self.threads.drain(..).enumerate() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if done.recv_timeout(left).is_ok() {
+                if handle.join().is_err() {
+                    tracing::error!(stream = %name, "encoder thread panicked");
+                }
+            } else {
+                // A hung encoder must not hang the recorder: finish without it; its part
+                // stays on disk for recovery.
+                tracing::error!(stream = %name, "encoder thread did not stop in time; finishing without it");
+                self.shared.advance(index, u64::MAX, None);
+            }
+        }
+        // Every chunk has been dispatched; closing the job queue ends the finalizer.
+        lock(&self.shared.jobs).take();
+        let mut finalize = FinalizeReport::default();
+        if let Some((handle, done)) = self.finalizer.take() {
+            if done.recv_timeout(FINALIZER_JOIN_DEADLINE).is_ok() {
+                match handle.join() {
+                    Ok(report) => finalize = report,
+                    Err(_) => finalize.errors.push("finalizer thread panicked".into()),
+                }
+            } else {
+                finalize
+                    .errors
+                    .push("finalizer did not finish in time".into());
+            }
+        }
+        self.shared.syncer.shutdown();
+        Ok(WriterReport {
+            origin: self.origin(),
+            streams: self.stats(),
+            finalize,
+            chunks_rotated: self.shared.generation(),
+        })
+    }
+
+    /// Current per-stream counters.
+    pub fn stats(&self) -> Vec<StreamStats> {
+        self.streams
+            .iter()
+            .map(|s| StreamStats {
+                name: s.name.clone(),
+                frames_encoded: s.counters.encoded.load(Ordering::Relaxed),
+                dropped_queue_full: s.counters.dropped_queue_full.load(Ordering::Relaxed),
+                dropped_late: s.counters.dropped_late.load(Ordering::Relaxed),
+                failed: s.counters.failed.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+}
+
+impl Drop for ChunkedWriter {
+    fn drop(&mut self) {
+        if self.started && !self.stopped {
+            if let Err(e) = self.stop() {
+                tracing::error!(error = %e, "stopping the writer on drop failed");
+            }
+        } else if !self.started {
+            self.shared.syncer.shutdown();
+        }
+    }
+}
+
+/// Body of an encoder thread: never dies silently; a failure is logged, counted, the
+/// part so far is kept, and `on_error` is told from its own thread.
+fn stream_thread(
+    shared: &Shared,
+    index: usize,
+    name: &str,
+    config: &StreamConfig,
+    rx: &Receiver<Frame>,
+    counters: &Counters,
+) {
+    let mut open: Option<OpenChunk> = None;
+    let result = stream_loop(shared, index, name, config, rx, counters, &mut open);
+    let mut closed = None;
+    if let Some(chunk) = open.take() {
+        let chunk_index = chunk.index;
+        match finish_chunk(chunk, result.is_ok()) {
+            Ok(part) => closed = part.map(|p| (chunk_index, p)),
+            Err(e) => tracing::error!(stream = name, error = %e, "closing the last part failed"),
+        }
+    }
+    shared.advance(index, u64::MAX, closed);
+    if let Err(e) = result {
+        counters.failed.store(true, Ordering::Relaxed);
+        tracing::error!(stream = name, error = %e, "encoder thread failed");
+        if let Some(callback) = shared.on_error.clone() {
+            let stream = name.to_owned();
+            let spawned = std::thread::Builder::new()
+                .name(format!("on-error-{name}"))
+                .spawn(move || callback(&stream));
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "could not run on_error");
+            }
+        }
+    }
+}
+
+fn stream_loop(
+    shared: &Shared,
+    index: usize,
+    name: &str,
+    config: &StreamConfig,
+    rx: &Receiver<Frame>,
+    counters: &Counters,
+    open: &mut Option<OpenChunk>,
+) -> Result<()> {
+    // Only this thread moves this stream's `closed_before`; keep a copy.
+    let mut closed_before = 0u64;
+    loop {
+        if let Some(through) = shared.overdue(index) {
+            tracing::warn!(
+                stream = name,
+                chunk = through - 1,
+                "stream missed the rotation deadline; closing its part"
+            );
+            let closed = match open.take() {
+                Some(chunk) if chunk.index < through => {
+                    let chunk_index = chunk.index;
+                    finish_chunk(chunk, true)?.map(|p| (chunk_index, p))
+                }
+                other => {
+                    *open = other;
+                    None
+                }
+            };
+            closed_before = closed_before.max(through);
+            shared.advance(index, closed_before, closed);
+        }
+        let frame = match rx.recv_timeout(TICK) {
+            Ok(frame) => frame,
+            Err(RecvTimeoutError::Timeout) => {
+                if shared.stopping.load(Ordering::Acquire) {
+                    return Ok(());
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+        };
+        let origin = shared.origin_for(frame.timestamp_us);
+        let media_us = frame.timestamp_us - origin.monotonic_us;
+        let chunk_index = u64::try_from(media_us / shared.chunk_length_us).ok();
+        let Some(chunk_index) = chunk_index.filter(|&c| media_us >= 0 && c >= closed_before) else {
+            counters.dropped_late.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        if open.as_ref().is_some_and(|c| c.index != chunk_index) {
+            if let Some(chunk) = open.take() {
+                let previous = chunk.index;
+                let part = finish_chunk(chunk, true)?;
+                closed_before = chunk_index;
+                shared.advance(index, closed_before, part.map(|p| (previous, p)));
+            }
+        }
+        if open.is_none() {
+            if closed_before < chunk_index {
+                closed_before = chunk_index;
+                shared.advance(index, closed_before, None);
+            }
+            *open = Some(open_chunk(shared, name, config, chunk_index, origin)?);
+        }
+        let Some(chunk) = open.as_mut() else {
+            unreachable!("opened above")
+        };
+        let pts_us = media_us - shared.chunk_start_us(chunk_index);
+        let packets = chunk.encoder.encode(&frame.data, pts_us)?;
+        counters.encoded.fetch_add(1, Ordering::Relaxed);
+        chunk.part.write(&chunk.encoder, packets)?;
+    }
+}
+
+fn open_chunk(
+    shared: &Shared,
+    name: &str,
+    config: &StreamConfig,
+    index: u64,
+    origin: Origin,
+) -> Result<OpenChunk> {
+    let id = shared.chunk_id(index);
+    let (encoder, tags) = match config {
+        StreamConfig::Video(c) => (
+            StreamEncoder::Video(Box::new(VideoStreamEncoder::new(c)?)),
+            &c.metadata,
+        ),
+        StreamConfig::Data(c) => (StreamEncoder::Data(DataStreamEncoder::new(c)?), &c.metadata),
+    };
+    let part = PartWriter::new(
+        shared.dir.join(format!("{id}.{name}.mkv.part")),
+        name,
+        tags,
+        vec![
+            (
+                TAG_CHUNK_START_US.into(),
+                shared.chunk_start_us(index).to_string(),
+            ),
+            (TAG_ORIGIN_UNIX_US.into(), origin.unix_us.to_string()),
+        ],
+        shared.muxer,
+        Some(Arc::clone(&shared.syncer)),
+    );
+    Ok(OpenChunk {
+        index,
+        encoder,
+        part,
+    })
+}
+
+/// Flush the encoder into the part and close it. With `flush == false` (the encoder
+/// failed) only the trailer is attempted, so what was written stays readable.
+fn finish_chunk(mut chunk: OpenChunk, flush: bool) -> Result<Option<ClosedPart>> {
+    if flush {
+        let packets = chunk.encoder.flush()?;
+        chunk.part.write(&chunk.encoder, packets)?;
+    }
+    chunk.part.close()
+}

@@ -1,0 +1,260 @@
+//! Per-stream encoders: raw frames or sensor records in, packets with microsecond PTS
+//! out. They know nothing of files; the part writer muxes what they return.
+//!
+//! PTS are microseconds from the chunk's shared origin (the caller subtracts it), so the
+//! packets of every stream of a chunk are directly comparable.
+
+use ffmpeg_next::{self as ffmpeg, codec, encoder, software::scaling, Dictionary};
+
+use super::error::{Error, Result};
+use super::media::{ensure_init, fill_frame_from_packed, MICROS};
+use super::stream_config::{parse_pixel_format, DataStreamConfig, VideoStreamConfig};
+
+/// What a part writer needs to declare a track for an encoder's packets.
+pub struct TrackSpec {
+    pub parameters: codec::Parameters,
+    /// Time base of the packets handed to the muxer.
+    pub time_base: ffmpeg::Rational,
+}
+
+/// Encodes raw frames of one video stream. One instance per chunk, so every chunk
+/// starts with a keyframe and is playable on its own.
+pub struct VideoStreamEncoder {
+    encoder: encoder::video::Encoder,
+    input: ffmpeg::frame::Video,
+    /// Present only when the input pixel format differs from the encoder's.
+    converter: Option<(scaling::Context, ffmpeg::frame::Video)>,
+    last_pts: Option<i64>,
+}
+
+impl VideoStreamEncoder {
+    pub fn new(config: &VideoStreamConfig) -> Result<Self> {
+        config.validate()?;
+        ensure_init();
+        let input_format = parse_pixel_format(&config.input_pixel_format)?;
+        let output_format = parse_pixel_format(&config.output_pixel_format)?;
+        let codec = encoder::find_by_name(&config.codec)
+            .ok_or_else(|| Error::InvalidConfig(format!("unknown encoder {}", config.codec)))?;
+        // A context made with the codec keeps the codec's own defaults (libx264 threads=auto).
+        let mut video = codec::context::Context::new_with_codec(codec)
+            .encoder()
+            .video()
+            .map_err(|e| Error::media(format!("{} is not a video encoder", config.codec), e))?;
+        video.set_width(config.width);
+        video.set_height(config.height);
+        video.set_format(output_format);
+        video.set_time_base(MICROS);
+        video.set_frame_rate(Some(ffmpeg::Rational::from(config.fps)));
+        if config.bitrate > 0 {
+            video.set_bit_rate(usize::try_from(config.bitrate).unwrap_or(usize::MAX));
+        }
+        // Matroska stores codec headers (SPS/PPS) in the track, not in-band.
+        video.set_flags(codec::Flags::GLOBAL_HEADER);
+
+        let mut options = Dictionary::new();
+        for (k, v) in &config.stream_options {
+            options.set(k, v);
+        }
+        if !config.stream_options.contains_key("threads") {
+            // libavcodec's context default is 1 thread; FFV1 and others scale with more.
+            options.set("threads", "auto");
+        }
+        let encoder = open_checked(video, codec, options, &config.codec)?;
+
+        let converter = if input_format != output_format {
+            let scaler = scaling::Context::get(
+                input_format,
+                config.width,
+                config.height,
+                output_format,
+                config.width,
+                config.height,
+                scaling::Flags::BILINEAR,
+            )
+            .map_err(|e| {
+                Error::media(
+                    format!(
+                        "convert {} to {}",
+                        config.input_pixel_format, config.output_pixel_format
+                    ),
+                    e,
+                )
+            })?;
+            let out = ffmpeg::frame::Video::new(output_format, config.width, config.height);
+            Some((scaler, out))
+        } else {
+            None
+        };
+        Ok(VideoStreamEncoder {
+            encoder,
+            input: ffmpeg::frame::Video::new(input_format, config.width, config.height),
+            converter,
+            last_pts: None,
+        })
+    }
+
+    pub fn track_spec(&self) -> TrackSpec {
+        TrackSpec {
+            parameters: codec::Parameters::from(&*self.encoder),
+            time_base: MICROS,
+        }
+    }
+
+    /// Encode one packed frame (see [`VideoStreamConfig::input_frame_size`]) at `pts_us`.
+    /// Returns the packets the encoder released (maybe none: encoders buffer).
+    pub fn encode(&mut self, data: &[u8], pts_us: i64) -> Result<Vec<ffmpeg::Packet>> {
+        if pts_us < 0 || self.last_pts.is_some_and(|last| pts_us <= last) {
+            return Err(Error::InvalidConfig(format!(
+                "PTS {pts_us} is negative or not after the previous one"
+            )));
+        }
+        fill_frame_from_packed(&mut self.input, data)?;
+        let frame = match &mut self.converter {
+            Some((scaler, out)) => {
+                scaler
+                    .run(&self.input, out)
+                    .map_err(|e| Error::media("pixel format conversion", e))?;
+                out
+            }
+            None => &mut self.input,
+        };
+        frame.set_pts(Some(pts_us));
+        self.encoder
+            .send_frame(frame)
+            .map_err(|e| Error::media("send frame to encoder", e))?;
+        self.last_pts = Some(pts_us);
+        self.drain()
+    }
+
+    /// Signal the end of the stream and return every packet still buffered.
+    pub fn flush(&mut self) -> Result<Vec<ffmpeg::Packet>> {
+        self.encoder
+            .send_eof()
+            .map_err(|e| Error::media("flush encoder", e))?;
+        self.drain()
+    }
+
+    fn drain(&mut self) -> Result<Vec<ffmpeg::Packet>> {
+        let mut packets = Vec::new();
+        loop {
+            let mut packet = ffmpeg::Packet::empty();
+            match self.encoder.receive_packet(&mut packet) {
+                Ok(()) => packets.push(packet),
+                Err(ffmpeg::Error::Eof) => break,
+                Err(ffmpeg::Error::Other { errno }) if errno == libc_eagain() => break,
+                Err(e) => return Err(Error::media("receive packet from encoder", e)),
+            }
+        }
+        Ok(packets)
+    }
+}
+
+fn libc_eagain() -> i32 {
+    nix::errno::Errno::EAGAIN as i32
+}
+
+/// Open the encoder and refuse codec options it did not recognise.
+fn open_checked(
+    mut video: encoder::video::Video,
+    codec: ffmpeg::Codec,
+    options: Dictionary,
+    name: &str,
+) -> Result<encoder::video::Encoder> {
+    // SAFETY: the context and codec pointers are valid and owned by `video`/`codec`;
+    // avcodec_open2 takes the dictionary and leaves in it the options it did not use,
+    // which we take back into an owned Dictionary that frees it.
+    let (ret, leftover) = unsafe {
+        let mut raw = options.disown();
+        let ret = ffmpeg::ffi::avcodec_open2(video.as_mut_ptr(), codec.as_ptr(), &mut raw);
+        (ret, Dictionary::own(raw))
+    };
+    if ret < 0 {
+        return Err(Error::media(
+            format!("open encoder {name}"),
+            ffmpeg::Error::from(ret),
+        ));
+    }
+    let unused: Vec<String> = leftover.iter().map(|(k, _)| k.to_string()).collect();
+    if !unused.is_empty() {
+        return Err(Error::InvalidConfig(format!(
+            "encoder {name} does not know the options {unused:?}"
+        )));
+    }
+    Ok(encoder::video::Encoder(video))
+}
+
+/// Builds the packets of a data (subtitle) track: the payload verbatim, PTS explicit.
+/// There is no codec to run, so nothing is buffered and nothing needs flushing.
+pub struct DataStreamEncoder {
+    codec_id: codec::Id,
+    last_pts: Option<i64>,
+}
+
+impl DataStreamEncoder {
+    pub fn new(config: &DataStreamConfig) -> Result<Self> {
+        Ok(DataStreamEncoder {
+            codec_id: config.codec_id()?,
+            last_pts: None,
+        })
+    }
+
+    pub fn track_spec(&self) -> TrackSpec {
+        let mut parameters = codec::Parameters::new();
+        parameters.set_medium(ffmpeg::media::Type::Subtitle);
+        parameters.set_id(self.codec_id);
+        TrackSpec {
+            parameters,
+            time_base: MICROS,
+        }
+    }
+
+    pub fn encode(&mut self, data: &[u8], pts_us: i64) -> Result<Vec<ffmpeg::Packet>> {
+        if data.is_empty() {
+            return Err(Error::InvalidConfig("empty data record".into()));
+        }
+        if pts_us < 0 || self.last_pts.is_some_and(|last| pts_us < last) {
+            return Err(Error::InvalidConfig(format!(
+                "PTS {pts_us} is negative or before the previous one"
+            )));
+        }
+        let mut packet = ffmpeg::Packet::copy(data);
+        packet.set_pts(Some(pts_us));
+        packet.set_dts(Some(pts_us));
+        packet.set_flags(ffmpeg::packet::Flags::KEY);
+        self.last_pts = Some(pts_us);
+        Ok(vec![packet])
+    }
+
+    pub fn flush(&mut self) -> Result<Vec<ffmpeg::Packet>> {
+        Ok(Vec::new())
+    }
+}
+
+/// The encoder of one stream, whichever kind it is.
+pub enum StreamEncoder {
+    Video(Box<VideoStreamEncoder>),
+    Data(DataStreamEncoder),
+}
+
+impl StreamEncoder {
+    pub fn encode(&mut self, data: &[u8], pts_us: i64) -> Result<Vec<ffmpeg::Packet>> {
+        match self {
+            StreamEncoder::Video(v) => v.encode(data, pts_us),
+            StreamEncoder::Data(d) => d.encode(data, pts_us),
+        }
+    }
+
+    pub fn flush(&mut self) -> Result<Vec<ffmpeg::Packet>> {
+        match self {
+            StreamEncoder::Video(v) => v.flush(),
+            StreamEncoder::Data(d) => d.flush(),
+        }
+    }
+
+    pub fn track_spec(&self) -> TrackSpec {
+        match self {
+            StreamEncoder::Video(v) => v.track_spec(),
+            StreamEncoder::Data(d) => d.track_spec(),
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The background finalizer: merges each finished chunk's parts into `NNNNN.mkv` and,
+//! when a final output is configured, appends the chunk to the growing final file, so
+//! that stopping leaves only the last chunk to do. Runs on its own thread; encoder
+//! threads never wait for it.
+
+use std::path::{Path, PathBuf};
+
+use crossbeam_channel::Receiver;
+
+use super::chunked_writer::ErrorCallback;
+use super::durable;
+use super::error::Result;
+use super::media::MuxerSettings;
+use super::merge::{
+    merge_recording_chunks, merge_stream_files, ConcatWriter, MergeSummary, ReadMode,
+};
+use super::part::ClosedPart;
+
+/// A chunk whose parts are all closed.
+#[derive(Debug)]
+pub struct ChunkJob {
+    pub id: String,
+    /// µs of media time from the recording's origin.
+    pub start_us: i64,
+    pub parts: Vec<ClosedPart>,
+}
+
+/// Where the recording's single final file goes, and its global tags.
+#[derive(Debug, Clone)]
+pub struct FinalOutput {
+    pub path: PathBuf,
+    pub global_tags: Vec<(String, String)>,
+}
+
+/// A merged chunk on disk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkInfo {
+    pub id: String,
+    pub path: PathBuf,
+    pub start_us: i64,
+    pub summary: MergeSummary,
+}
+
+#[derive(Debug, Default)]
+pub struct FinalizeReport {
+    pub chunks: Vec<ChunkInfo>,
+    /// The finished final file, when one was configured and anything was recorded.
+    pub final_output: Option<(PathBuf, MergeSummary)>,
+    pub errors: Vec<String>,
+}
+
+/// Run until the job channel closes; then finish the final file.
+pub fn run(
+    dir: &Path,
+    jobs: Receiver<ChunkJob>,
+    final_output: Option<FinalOutput>,
+    expected_streams: &[String],
+    muxer: MuxerSettings,
+    on_error: Option<ErrorCallback>,
+) -> FinalizeReport {
+    let mut report = FinalizeReport::default();
+    let mut growing = Growing::default();
+    for job in jobs {
+        match finalize_chunk(dir, &job, expected_streams, muxer) {
+            Ok(Some(chunk)) => {
+                if let Some(output) = &final_output {
+                    if let Err(e) = growing.add(output, &chunk, expected_streams, muxer) {
+                        tracing::warn!(error = %e, "appending to the final file failed; it will be rebuilt from the chunks at stop");
+                        growing.broken = true;
+                        growing.writer = None;
+                    }
+                }
+                report.chunks.push(chunk);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(chunk = %job.id, error = %e, "chunk merge failed; parts kept for recovery");
+                report.errors.push(format!("chunk {}: {e}", job.id));
+                if let Some(callback) = &on_error {
+                    callback("finalizer");
+                }
+            }
+        }
+    }
+    if let Some(output) = &final_output {
+        match growing.finish(dir, output, muxer) {
+            Ok(Some(summary)) => report.final_output = Some((output.path.clone(), summary)),
+            Ok(None) => {}
+            Err(e) => report.errors.push(format!("final file: {e}")),
+        }
+    }
+    report
+}
+
+/// Merge a chunk's parts durably, then remove the parts (they are now in the chunk).
+fn finalize_chunk(
+    dir: &Path,
+    job: &ChunkJob,
+    stream_order: &[String],
+    muxer: MuxerSettings,
+) -> Result<Option<ChunkInfo>> {
+    // Tracks in the configured order, whatever order the streams arrived in.
+    let mut parts: Vec<&ClosedPart> = job.parts.iter().filter(|p| p.packets > 0).collect();
+    parts.sort_by_key(|p| stream_order.iter().position(|s| *s == p.stream));
+    let parts: Vec<PathBuf> = parts.into_iter().map(|p| p.path.clone()).collect();
+    let path = dir.join(format!("{}.mkv", job.id));
+    let summary = match merge_stream_files(&parts, &path, ReadMode::Strict, muxer) {
+        Ok(summary) => summary,
+        Err(e) => {
+            // A part cut short by a failed encoder is still readable up to its last cluster.
+            tracing::warn!(chunk = %job.id, error = %e, "strict merge failed; salvaging");
+            merge_stream_files(&parts, &path, ReadMode::Salvage, muxer)?
+        }
+    };
+    for part in &job.parts {
+        durable::remove_file(&part.path)?;
+    }
+    Ok(summary.map(|summary| ChunkInfo {
+        id: job.id.clone(),
+        path,
+        start_us: job.start_us,
+        summary,
+    }))
+}
+
+/// The final file as it grows. It opens once a chunk holds every expected stream (so no
+/// track is missing from its header); chunks before that wait in `waiting`.
+#[derive(Default)]
+struct Growing {
+    writer: Option<ConcatWriter>,
+    waiting: Vec<PathBuf>,
+    /// An append failed: rebuild from the chunk files at the end instead.
+    broken: bool,
+}
+
+impl Growing {
+    fn add(
+        &mut self,
+        output: &FinalOutput,
+        chunk: &ChunkInfo,
+        expected: &[String],
+        muxer: MuxerSettings,
+    ) -> Result<()> {
+        if self.broken {
+            return Ok(());
+        }
+        self.waiting.push(chunk.path.clone());
+        if self.writer.is_none() {
+            let complete = expected
+                .iter()
+                .all(|s| chunk.summary.packets.iter().any(|(n, _)| n == s));
+            if !complete {
+                return Ok(());
+            }
+            self.writer = Some(ConcatWriter::create(
+                &output.path,
+                &self.waiting,
+                &output.global_tags,
+                muxer,
+            )?);
+        }
+        if let Some(writer) = self.writer.as_mut() {
+            for path in self.waiting.drain(..) {
+                writer.append(&path, ReadMode::Strict)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(
+        mut self,
+        dir: &Path,
+        output: &FinalOutput,
+        muxer: MuxerSettings,
+    ) -> Result<Option<MergeSummary>> {
+        if let Some(mut writer) = self.writer.take() {
+            let appended = self
+                .waiting
+                .drain(..)
+                .try_for_each(|path| writer.append(&path, ReadMode::Strict));
+            match appended.and_then(|()| writer.finish()) {
+                Ok(summary) => return Ok(Some(summary)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "finishing the grown final file failed; rebuilding it from the chunks")
+                }
+            }
+        }
+        // Never opened (no chunk had every stream) or broken: build it from the chunks.
+        merge_recording_chunks(
+            dir,
+            &output.path,
+            &output.global_tags,
+            muxer,
+            ReadMode::Strict,
+        )
+    }
+}

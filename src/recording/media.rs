@@ -1,0 +1,180 @@
+//! Thin helpers over libavformat/libavcodec shared by the part writer, merge and
+//! read-back: initialisation, Matroska outputs with checked muxer options, packed frame
+//! layout, and the tags grabd stores in its files.
+
+use std::path::Path;
+use std::sync::Once;
+
+use ffmpeg_next::{self as ffmpeg, format, Dictionary, Rational};
+
+use super::error::{Error, Result};
+
+/// Timestamps inside grabd are microseconds.
+pub const MICROS: Rational = Rational(1, 1_000_000);
+
+/// Global tag: the chunk's start, in µs of media time since the recording's origin.
+pub const TAG_CHUNK_START_US: &str = "GRABD_CHUNK_START_US";
+/// Global tag: wall-clock time (µs since the Unix epoch) of media time 0.
+pub const TAG_ORIGIN_UNIX_US: &str = "GRABD_ORIGIN_UNIX_US";
+/// Global tag: the recording id.
+pub const TAG_RECORDING_ID: &str = "GRABD_RECORDING_ID";
+
+/// Initialise libav once per process and keep its logging to errors.
+pub fn ensure_init() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        // init() only registers devices/formats on old ffmpeg; it cannot fail on 5.x.
+        let _ = ffmpeg::init();
+        ffmpeg::util::log::set_level(ffmpeg::util::log::Level::Error);
+    });
+}
+
+/// Bytes of one frame of `format` at `width`x`height` with rows packed (no padding).
+pub fn packed_frame_size(format: format::Pixel, width: u32, height: u32) -> Result<usize> {
+    let (w, h) = (to_c_int(width)?, to_c_int(height)?);
+    // SAFETY: pure computation on plain integers.
+    let size = unsafe { ffmpeg::ffi::av_image_get_buffer_size(format.into(), w, h, 1) };
+    usize::try_from(size).map_err(|_| {
+        Error::InvalidConfig(format!(
+            "no packed layout for {format:?} at {width}x{height}"
+        ))
+    })
+}
+
+fn to_c_int(v: u32) -> Result<i32> {
+    i32::try_from(v).map_err(|_| Error::InvalidConfig(format!("size {v} too large")))
+}
+
+/// Copy a packed frame (rows without padding, planes one after another) into `frame`,
+/// whose planes have libav's aligned strides.
+pub fn fill_frame_from_packed(frame: &mut ffmpeg::frame::Video, data: &[u8]) -> Result<()> {
+    let expected = packed_frame_size(frame.format(), frame.width(), frame.height())?;
+    if data.len() != expected {
+        return Err(Error::InvalidConfig(format!(
+            "frame has {} bytes, {:?} {}x{} needs {expected}",
+            data.len(),
+            frame.format(),
+            frame.width(),
+            frame.height()
+        )));
+    }
+    let mut offset = 0;
+    for plane in 0..frame.planes() {
+        let row_bytes = plane_row_bytes(frame.format(), frame.width(), plane)?;
+        let rows = frame.plane_height(plane) as usize;
+        let stride = frame.stride(plane);
+        let dst = frame.data_mut(plane);
+        for row in 0..rows {
+            let src = &data[offset..offset + row_bytes];
+            dst[row * stride..row * stride + row_bytes].copy_from_slice(src);
+            offset += row_bytes;
+        }
+    }
+    Ok(())
+}
+
+fn plane_row_bytes(format: format::Pixel, width: u32, plane: usize) -> Result<usize> {
+    let plane = i32::try_from(plane).unwrap_or(i32::MAX);
+    // SAFETY: pure computation on plain integers.
+    let n = unsafe { ffmpeg::ffi::av_image_get_linesize(format.into(), to_c_int(width)?, plane) };
+    usize::try_from(n).map_err(|_| Error::InvalidConfig(format!("no plane {plane} in {format:?}")))
+}
+
+/// Matroska muxer settings for every file grabd writes.
+#[derive(Debug, Clone, Copy)]
+pub struct MuxerSettings {
+    /// Close a cluster after this much media time on any track. A cluster lives only in
+    /// the muxer's memory until it closes, so this bounds what a power cut can take.
+    pub cluster_time_limit_ms: u32,
+    /// Hand every written cluster to the kernel at once instead of buffering it in
+    /// libavformat's AVIO buffer (where an fsync cannot reach it).
+    pub flush_packets: bool,
+}
+
+impl Default for MuxerSettings {
+    fn default() -> Self {
+        MuxerSettings {
+            cluster_time_limit_ms: 500,
+            flush_packets: true,
+        }
+    }
+}
+
+/// Create a Matroska output at `path` (whatever its extension).
+pub fn create_mkv(path: &Path) -> Result<format::context::Output> {
+    ensure_init();
+    format::output_as(&path, "matroska")
+        .map_err(|e| Error::media(format!("create {}", path.display()), e))
+}
+
+/// Write the header with `settings`, refusing any option the muxer did not take (libav
+/// otherwise ignores a misspelt option silently).
+pub fn write_mkv_header(
+    octx: &mut format::context::Output,
+    path: &Path,
+    settings: MuxerSettings,
+) -> Result<()> {
+    let mut opts = Dictionary::new();
+    opts.set(
+        "cluster_time_limit",
+        &settings.cluster_time_limit_ms.to_string(),
+    );
+    if settings.flush_packets {
+        opts.set("flush_packets", "1");
+    }
+    let leftover = octx
+        .write_header_with(opts)
+        .map_err(|e| Error::media(format!("write header of {}", path.display()), e))?;
+    let unused: Vec<String> = leftover.iter().map(|(k, _)| k.to_string()).collect();
+    if !unused.is_empty() {
+        return Err(Error::media(
+            format!("muxer ignored options {unused:?} for {}", path.display()),
+            ffmpeg::Error::OptionNotFound,
+        ));
+    }
+    Ok(())
+}
+
+/// Open a file for reading packets.
+pub fn open_input(path: &Path) -> Result<format::context::Input> {
+    ensure_init();
+    format::input(&path).map_err(|e| Error::media(format!("open {}", path.display()), e))
+}
+
+/// A global tag of an input file parsed as an integer.
+pub fn int_tag(input: &format::context::Input, key: &str) -> Option<i64> {
+    input
+        .metadata()
+        .get(key)
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The stream's name (the Matroska track name).
+pub fn stream_title(stream: &format::stream::Stream) -> Option<String> {
+    stream.metadata().get("title").map(str::to_owned)
+}
+
+/// Rescale a timestamp between time bases with libav's rounding (nearest, ties away).
+pub fn rescale(value: i64, from: Rational, to: Rational) -> i64 {
+    use ffmpeg::Rescale;
+    value.rescale(from, to)
+}
+
+/// Read the next packet. `Ok(None)` at end of file; a truncated file (power cut) also
+/// ends here when `salvage` is set, since it is readable only up to its last cluster.
+pub fn read_packet(
+    input: &mut format::context::Input,
+    path: &Path,
+    salvage: bool,
+) -> Result<Option<ffmpeg::Packet>> {
+    let mut packet = ffmpeg::Packet::empty();
+    match packet.read(input) {
+        Ok(()) => Ok(Some(packet)),
+        Err(ffmpeg::Error::Eof) => Ok(None),
+        Err(e) if salvage => {
+            tracing::warn!(path = %path.display(), error = %e, "stopped reading a damaged file at its last readable packet");
+            Ok(None)
+        }
+        Err(e) => Err(Error::media(format!("read {}", path.display()), e)),
+    }
+}

@@ -1,0 +1,398 @@
+//! Packet-copy remuxing done in-process with libavformat: per-stream parts into one
+//! chunk ([`merge_stream_files`]) and chunks into one recording ([`ConcatWriter`],
+//! [`merge_recording_chunks`]).
+//!
+//! No timestamp is ever rebased: a chunk keeps its parts' PTS (µs from the chunk's
+//! origin, stored at the file's ms resolution), and a concatenation adds each chunk's
+//! exact start (its `GRABD_CHUNK_START_US` tag), so inter-stream offsets survive both.
+//! Every output is written to `*.tmp` and made durable with [`durable::persist`].
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use ffmpeg_next::{self as ffmpeg, format, Dictionary, Rational};
+
+use super::durable;
+use super::error::{Error, Result};
+use super::media::{
+    create_mkv, int_tag, open_input, read_packet, rescale, stream_title, write_mkv_header,
+    MuxerSettings, MICROS, TAG_CHUNK_START_US,
+};
+
+/// How to treat inputs that end early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMode {
+    /// Any read error is an error.
+    Strict,
+    /// Read each input up to its last readable packet (power-cut salvage).
+    Salvage,
+}
+
+/// Packets written per track.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MergeSummary {
+    pub packets: Vec<(String, u64)>,
+}
+
+impl MergeSummary {
+    pub fn total_packets(&self) -> u64 {
+        self.packets.iter().map(|(_, n)| n).sum()
+    }
+}
+
+struct InputTrack {
+    input: format::context::Input,
+    path: PathBuf,
+    stream_index: usize,
+    out_index: usize,
+    in_tb: Rational,
+    head: Option<ffmpeg::Packet>,
+}
+
+fn packet_time_us(packet: &ffmpeg::Packet, tb: Rational) -> i64 {
+    let t = packet.dts().or(packet.pts()).unwrap_or(0);
+    rescale(t, tb, MICROS)
+}
+
+/// Merge single-stream part files into one multi-stream Matroska file by packet copy,
+/// interleaved by timestamp. Parts that hold no readable packet are left out. Returns
+/// `Ok(None)` (and writes nothing) when no part holds a packet.
+pub fn merge_stream_files(
+    part_paths: &[PathBuf],
+    output_path: &Path,
+    mode: ReadMode,
+    settings: MuxerSettings,
+) -> Result<Option<MergeSummary>> {
+    let salvage = mode == ReadMode::Salvage;
+    let mut tracks = Vec::new();
+    let mut global_tags = Dictionary::new();
+    for path in part_paths {
+        let mut input = match open_input(path) {
+            Ok(input) => input,
+            Err(e) if salvage => {
+                tracing::warn!(error = %e, "skipping an unreadable part");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if tracks.is_empty() {
+            global_tags = input.metadata().to_owned();
+        }
+        let Some(stream) = input.streams().next() else {
+            continue;
+        };
+        let (stream_index, in_tb) = (stream.index(), stream.time_base());
+        // Read ahead to the first packet of the part's stream: an empty part adds no track.
+        let head = loop {
+            match read_packet(&mut input, path, salvage)? {
+                Some(p) if p.stream() == stream_index => break Some(p),
+                Some(_) => continue,
+                None => break None,
+            }
+        };
+        if head.is_some() {
+            tracks.push(InputTrack {
+                input,
+                path: path.clone(),
+                stream_index,
+                out_index: tracks.len(),
+                in_tb,
+                head,
+            });
+        }
+    }
+    if tracks.is_empty() {
+        return Ok(None);
+    }
+
+    let tmp = durable::tmp_path(output_path);
+    let result = (|| {
+        let mut octx = create_mkv(&tmp)?;
+        octx.set_metadata(global_tags);
+        for track in &tracks {
+            let stream = track
+                .input
+                .stream(track.stream_index)
+                .ok_or_else(|| bad_file(&track.path, "stream vanished"))?;
+            add_copy_stream(&mut octx, &stream)?;
+        }
+        write_mkv_header(&mut octx, &tmp, settings)?;
+        let out_tbs: Vec<Rational> = octx.streams().map(|s| s.time_base()).collect();
+        let mut counts = vec![0u64; tracks.len()];
+        // k-way merge: always write the earliest pending packet next.
+        loop {
+            let next = tracks
+                .iter()
+                .enumerate()
+                .filter_map(|(i, t)| t.head.as_ref().map(|p| (packet_time_us(p, t.in_tb), i)))
+                .min();
+            let Some((_, i)) = next else { break };
+            let track = &mut tracks[i];
+            let Some(mut packet) = track.head.take() else {
+                break;
+            };
+            packet.rescale_ts(track.in_tb, out_tbs[track.out_index]);
+            packet.set_stream(track.out_index);
+            packet.set_position(-1);
+            packet
+                .write(&mut octx)
+                .map_err(|e| Error::media(format!("write {}", tmp.display()), e))?;
+            counts[i] += 1;
+            track.head = loop {
+                match read_packet(&mut track.input, &track.path, salvage)? {
+                    Some(p) if p.stream() == track.stream_index => break Some(p),
+                    Some(_) => continue,
+                    None => break None,
+                }
+            };
+        }
+        octx.write_trailer()
+            .map_err(|e| Error::media(format!("finish {}", tmp.display()), e))?;
+        drop(octx);
+        durable::persist(&tmp, output_path)?;
+        Ok(MergeSummary {
+            packets: tracks
+                .iter()
+                .zip(counts)
+                .map(|(t, n)| {
+                    let name = t
+                        .input
+                        .stream(t.stream_index)
+                        .and_then(|s| stream_title(&s))
+                        .unwrap_or_default();
+                    (name, n)
+                })
+                .collect(),
+        })
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map(Some)
+}
+
+fn bad_file(path: &Path, reason: &str) -> Error {
+    Error::BadFile {
+        path: path.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// Add an output stream that copies `stream`'s codec, time base and tags.
+fn add_copy_stream(
+    octx: &mut format::context::Output,
+    stream: &format::stream::Stream,
+) -> Result<()> {
+    let mut out = octx
+        .add_stream(ffmpeg::encoder::find(ffmpeg::codec::Id::None))
+        .map_err(|e| Error::media("add stream", e))?;
+    out.set_parameters(stream.parameters());
+    out.set_time_base(stream.time_base());
+    out.set_metadata(stream.metadata().to_owned());
+    // SAFETY: the stream was just created and its codecpar is valid; a codec tag from
+    // the input container may not be valid in the output, so let the muxer choose.
+    unsafe { (*(*out.as_mut_ptr()).codecpar).codec_tag = 0 };
+    Ok(())
+}
+
+/// A recording's final file growing chunk by chunk: tracks are declared from template
+/// chunks up front, chunks are appended as they are finished, and only `finish` makes
+/// the file visible under its name (durably). Until then it is a `*.tmp` that recovery
+/// throws away, since every chunk it holds is still on disk.
+pub struct ConcatWriter {
+    dest: PathBuf,
+    tmp: PathBuf,
+    octx: Option<format::context::Output>,
+    /// Track name → (output index, output time base).
+    tracks: HashMap<String, (usize, Rational)>,
+    counts: Vec<(String, u64)>,
+    /// Per track, the last timestamp written (µs), to skip anything out of order.
+    last_dts_us: Vec<Option<i64>>,
+}
+
+impl ConcatWriter {
+    /// Create `dest`'s temp file with the union of the tracks of `templates` (by track
+    /// name, in order of first appearance), the recording tags of the first template
+    /// and `global_tags`.
+    pub fn create(
+        dest: &Path,
+        templates: &[PathBuf],
+        global_tags: &[(String, String)],
+        settings: MuxerSettings,
+    ) -> Result<Self> {
+        let tmp = durable::tmp_path(dest);
+        let mut octx = create_mkv(&tmp)?;
+        // The recording's tags (origin...) come from its chunks, minus the chunk's start.
+        let mut tags = Dictionary::new();
+        if let Some(first) = templates.first() {
+            for (k, v) in open_input(first)?.metadata().iter() {
+                if k != TAG_CHUNK_START_US && k.starts_with("GRABD_") {
+                    tags.set(k, v);
+                }
+            }
+        }
+        for (k, v) in global_tags {
+            tags.set(k, v);
+        }
+        octx.set_metadata(tags);
+        let mut names: Vec<String> = Vec::new();
+        for template in templates {
+            let input = open_input(template)?;
+            for stream in input.streams() {
+                let name = stream_title(&stream)
+                    .ok_or_else(|| bad_file(template, "a track has no name"))?;
+                if !names.contains(&name) {
+                    add_copy_stream(&mut octx, &stream)?;
+                    names.push(name);
+                }
+            }
+        }
+        if names.is_empty() {
+            return Err(Error::BadFile {
+                path: dest.to_owned(),
+                reason: "no tracks to concatenate".into(),
+            });
+        }
+        write_mkv_header(&mut octx, &tmp, settings)?;
+        let tracks = octx
+            .streams()
+            .zip(&names)
+            .map(|(s, n)| (n.clone(), (s.index(), s.time_base())))
+            .collect();
+        Ok(ConcatWriter {
+            dest: dest.to_owned(),
+            tmp,
+            octx: Some(octx),
+            tracks,
+            counts: names.iter().map(|n| (n.clone(), 0)).collect(),
+            last_dts_us: vec![None; names.len()],
+        })
+    }
+
+    /// Names of the tracks this file holds.
+    pub fn track_names(&self) -> impl Iterator<Item = &str> {
+        self.counts.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// Append every packet of `chunk`, shifted by the chunk's start on the recording's
+    /// timeline.
+    pub fn append(&mut self, chunk: &Path, mode: ReadMode) -> Result<()> {
+        let salvage = mode == ReadMode::Salvage;
+        let mut input = open_input(chunk)?;
+        let offset_us = int_tag(&input, TAG_CHUNK_START_US)
+            .ok_or_else(|| bad_file(chunk, "no chunk start tag"))?;
+        let mut map = Vec::new();
+        for stream in input.streams() {
+            let name = stream_title(&stream).unwrap_or_default();
+            let Some(&(out_index, out_tb)) = self.tracks.get(&name) else {
+                return Err(bad_file(
+                    chunk,
+                    &format!("track {name:?} is not in the recording"),
+                ));
+            };
+            map.push((out_index, stream.time_base(), out_tb));
+        }
+        let octx = self
+            .octx
+            .as_mut()
+            .ok_or_else(|| bad_file(&self.tmp, "already finished"))?;
+        while let Some(mut packet) = read_packet(&mut input, chunk, salvage)? {
+            let Some(&(out_index, in_tb, out_tb)) = map.get(packet.stream()) else {
+                continue;
+            };
+            let shift = |t: i64| rescale(rescale(t, in_tb, MICROS) + offset_us, MICROS, out_tb);
+            let dts_us =
+                rescale(packet.dts().or(packet.pts()).unwrap_or(0), in_tb, MICROS) + offset_us;
+            if self.last_dts_us[out_index].is_some_and(|last| dts_us < last) {
+                tracing::warn!(chunk = %chunk.display(), "dropping a packet that goes back in time");
+                continue;
+            }
+            self.last_dts_us[out_index] = Some(dts_us);
+            let (pts, dts) = (packet.pts().map(shift), packet.dts().map(shift));
+            packet.set_pts(pts);
+            packet.set_dts(dts);
+            packet.set_duration(rescale(packet.duration(), in_tb, out_tb));
+            packet.set_stream(out_index);
+            packet.set_position(-1);
+            packet
+                .write(octx)
+                .map_err(|e| Error::media(format!("write {}", self.tmp.display()), e))?;
+            self.counts[out_index].1 += 1;
+        }
+        Ok(())
+    }
+
+    /// Write the trailer and make the file durable under its final name.
+    pub fn finish(mut self) -> Result<MergeSummary> {
+        let result = (|| {
+            let mut octx = self
+                .octx
+                .take()
+                .ok_or_else(|| bad_file(&self.tmp, "already finished"))?;
+            octx.write_trailer()
+                .map_err(|e| Error::media(format!("finish {}", self.tmp.display()), e))?;
+            drop(octx);
+            durable::persist(&self.tmp, &self.dest)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+        result.map(|()| MergeSummary {
+            packets: std::mem::take(&mut self.counts),
+        })
+    }
+}
+
+impl Drop for ConcatWriter {
+    fn drop(&mut self) {
+        // Not finished: the temp file is incomplete and every chunk is still on disk.
+        if self.octx.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// The chunk files (`*.mkv`) of a recording directory, ordered by their start tag.
+pub fn list_chunks(recording_dir: &Path) -> Result<Vec<(i64, PathBuf)>> {
+    let entries =
+        std::fs::read_dir(recording_dir).map_err(|e| Error::io("list", recording_dir, e))?;
+    let mut chunks = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|e| Error::io("list", recording_dir, e))?
+            .path();
+        if path.extension().is_some_and(|e| e == "mkv") {
+            let input = open_input(&path)?;
+            let start = int_tag(&input, TAG_CHUNK_START_US)
+                .ok_or_else(|| bad_file(&path, "no chunk start tag"))?;
+            chunks.push((start, path));
+        }
+    }
+    chunks.sort();
+    Ok(chunks)
+}
+
+/// Concatenate the chunks of `recording_dir` into `output_path` (packet copy, original
+/// timestamps). The chunks are left in place: the caller removes them once everything
+/// that refers to them (the manifest) is durable. Returns `Ok(None)` when there is no
+/// chunk.
+pub fn merge_recording_chunks(
+    recording_dir: &Path,
+    output_path: &Path,
+    global_tags: &[(String, String)],
+    settings: MuxerSettings,
+    mode: ReadMode,
+) -> Result<Option<MergeSummary>> {
+    let chunks: Vec<PathBuf> = list_chunks(recording_dir)?
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+    if chunks.is_empty() {
+        return Ok(None);
+    }
+    let mut writer = ConcatWriter::create(output_path, &chunks, global_tags, settings)?;
+    for chunk in &chunks {
+        writer.append(chunk, mode)?;
+    }
+    writer.finish().map(Some)
+}

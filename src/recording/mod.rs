@@ -1,0 +1,42 @@
+//! The recording core: stream configs, encoders, the chunked writer, merge/concat,
+//! durable file operations, manifests and recovery. It knows nothing of GPIO or V4L2:
+//! frames arrive as [`Frame`]s through [`StreamSender`]s.
+//!
+//! Map of the main types:
+//! - [`VideoStreamConfig`] / [`DataStreamConfig`]: what each track holds.
+//! - [`VideoStreamEncoder`] / [`DataStreamEncoder`]: frames in, packets out.
+//! - [`ChunkedWriter`]: per-stream encoder threads writing `.mkv.part` files, rotation
+//!   barrier with deadline, background [`finalizer`] merging chunks
+//!   ([`merge_stream_files`]) and growing the final file ([`ConcatWriter`]).
+//! - [`Recording`]: a whole recording from spool folder to final MKV + [`Manifest`].
+//! - [`recovery`]: finishing recordings cut off by a power cut.
+//! - [`durable`]: the only way files that must survive are written.
+//! - [`probe`]: reading files back to check every claim.
+
+pub mod chunked_writer;
+pub mod durable;
+pub mod encoder;
+mod error;
+pub mod finalizer;
+pub mod manifest;
+pub mod media;
+pub mod merge;
+pub mod part;
+pub mod probe;
+pub mod recovery;
+pub mod session;
+pub mod stream_config;
+
+pub use chunked_writer::{
+    ChunkedWriter, ErrorCallback, Frame, Origin, StartChunkCallback, StreamSender, StreamStats,
+    WriterOptions, WriterReport,
+};
+pub use encoder::{DataStreamEncoder, VideoStreamEncoder};
+pub use error::{Error, Result};
+pub use finalizer::FinalOutput;
+pub use manifest::Manifest;
+pub use media::MuxerSettings;
+pub use merge::{merge_recording_chunks, merge_stream_files, ConcatWriter, ReadMode};
+pub use recovery::{finish_recording_dir, recover_spool, Finished, RecoveryReport};
+pub use session::{Recording, Stopped};
+pub use stream_config::{DataStreamConfig, StreamConfig, VideoStreamConfig};

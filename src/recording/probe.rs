@@ -1,0 +1,195 @@
+//! Reading a recording back: every claim grabd makes about a file (packet counts,
+//! timestamps, duration, decodability, checksum) comes from here, never from the
+//! writer's own counters.
+
+use std::io::Read;
+use std::path::Path;
+
+use ffmpeg_next::{self as ffmpeg, media};
+use sha2::{Digest, Sha256};
+
+use super::error::{Error, Result};
+use super::media::{
+    int_tag, open_input, read_packet, rescale, stream_title, MICROS, TAG_ORIGIN_UNIX_US,
+};
+
+/// One track as read back from a file.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct TrackSummary {
+    pub name: String,
+    pub kind: String,
+    pub codec: String,
+    pub packets: u64,
+    pub keyframes: u64,
+    pub first_pts_us: Option<i64>,
+    pub last_pts_us: Option<i64>,
+    /// Frames that failed to decode (video only; 0 when not decoded).
+    pub decode_errors: u64,
+    pub frames_decoded: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct FileSummary {
+    pub tracks: Vec<TrackSummary>,
+    pub origin_unix_us: Option<i64>,
+    /// Whether reading stopped early at damage (a truncated file).
+    pub truncated: bool,
+}
+
+impl FileSummary {
+    pub fn track(&self, name: &str) -> Option<&TrackSummary> {
+        self.tracks.iter().find(|t| t.name == name)
+    }
+
+    /// Media time from the earliest first packet to the latest last packet, in µs.
+    pub fn span_us(&self) -> i64 {
+        let first = self.tracks.iter().filter_map(|t| t.first_pts_us).min();
+        let last = self.tracks.iter().filter_map(|t| t.last_pts_us).max();
+        match (first, last) {
+            (Some(f), Some(l)) => l - f,
+            _ => 0,
+        }
+    }
+
+    pub fn decode_errors(&self) -> u64 {
+        self.tracks.iter().map(|t| t.decode_errors).sum()
+    }
+}
+
+/// Read every packet of `path`; with `decode`, also decode every video packet and
+/// count errors. Packet PTS per track are also collected when `pts_out` is given.
+pub fn inspect(
+    path: &Path,
+    decode: bool,
+    mut pts_out: Option<&mut Vec<Vec<i64>>>,
+) -> Result<FileSummary> {
+    let mut input = open_input(path)?;
+    let mut summary = FileSummary {
+        origin_unix_us: int_tag(&input, TAG_ORIGIN_UNIX_US),
+        ..Default::default()
+    };
+    let mut decoders = Vec::new();
+    let mut time_bases = Vec::new();
+    for stream in input.streams() {
+        let params = stream.parameters();
+        let kind = match params.medium() {
+            media::Type::Video => "video",
+            media::Type::Subtitle => "subtitle",
+            media::Type::Audio => "audio",
+            _ => "other",
+        };
+        summary.tracks.push(TrackSummary {
+            name: stream_title(&stream).unwrap_or_else(|| format!("#{}", stream.index())),
+            kind: kind.into(),
+            codec: format!("{:?}", params.id()).to_lowercase(),
+            ..Default::default()
+        });
+        time_bases.push(stream.time_base());
+        let decoder = if decode && params.medium() == media::Type::Video {
+            let context = ffmpeg::codec::context::Context::from_parameters(params)
+                .map_err(|e| Error::media("decoder parameters", e))?;
+            Some(
+                context
+                    .decoder()
+                    .video()
+                    .map_err(|e| Error::media(format!("open decoder for {}", path.display()), e))?,
+            )
+        } else {
+            None
+        };
+        decoders.push(decoder);
+    }
+    if let Some(out) = pts_out.as_deref_mut() {
+        *out = vec![Vec::new(); summary.tracks.len()];
+    }
+    loop {
+        let packet = match read_packet(&mut input, path, false) {
+            Ok(Some(p)) => p,
+            Ok(None) => break,
+            Err(_) => {
+                summary.truncated = true;
+                break;
+            }
+        };
+        let i = packet.stream();
+        let Some(track) = summary.tracks.get_mut(i) else {
+            continue;
+        };
+        track.packets += 1;
+        if packet.is_key() {
+            track.keyframes += 1;
+        }
+        if let Some(pts) = packet.pts() {
+            let us = rescale(pts, time_bases[i], MICROS);
+            track.first_pts_us = Some(track.first_pts_us.map_or(us, |f| f.min(us)));
+            track.last_pts_us = Some(track.last_pts_us.map_or(us, |l| l.max(us)));
+            if let Some(out) = pts_out.as_deref_mut() {
+                out[i].push(us);
+            }
+        }
+        if let Some(decoder) = decoders[i].as_mut() {
+            decode_into(decoder, Some(&packet), track);
+        }
+    }
+    for (decoder, track) in decoders.iter_mut().zip(summary.tracks.iter_mut()) {
+        if let Some(decoder) = decoder.as_mut() {
+            decode_into(decoder, None, track);
+        }
+    }
+    Ok(summary)
+}
+
+fn decode_into(
+    decoder: &mut ffmpeg::decoder::Video,
+    packet: Option<&ffmpeg::Packet>,
+    track: &mut TrackSummary,
+) {
+    let sent = match packet {
+        Some(p) => decoder.send_packet(p),
+        None => decoder.send_eof(),
+    };
+    if sent.is_err() {
+        track.decode_errors += 1;
+        return;
+    }
+    let mut frame = ffmpeg::frame::Video::empty();
+    loop {
+        match decoder.receive_frame(&mut frame) {
+            Ok(()) => {
+                if frame.is_corrupt() {
+                    track.decode_errors += 1;
+                }
+                track.frames_decoded += 1;
+            }
+            Err(ffmpeg::Error::Eof) => break,
+            Err(ffmpeg::Error::Other { errno }) if errno == nix::errno::Errno::EAGAIN as i32 => {
+                break
+            }
+            Err(_) => {
+                track.decode_errors += 1;
+                break;
+            }
+        }
+    }
+}
+
+/// SHA-256 of a file, hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| Error::io("read", path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}

@@ -1,0 +1,157 @@
+//! [`Recording`]: one press-to-press recording, from its spool folder to the finished
+//! `<output>/<id>.mkv` and manifest. Wraps a [`ChunkedWriter`] whose finalizer grows
+//! the final file in the background, and ends through the same procedure as recovery.
+
+use std::path::{Path, PathBuf};
+
+use super::chunked_writer::{ChunkedWriter, StreamSender, StreamStats, WriterOptions};
+use super::durable;
+use super::error::{Error, Result};
+use super::finalizer::FinalOutput;
+use super::manifest::{Session, SessionStream};
+use super::media::TAG_RECORDING_ID;
+use super::recovery::{finish_recording_dir, Finished, RecordingLock};
+use super::stream_config::StreamConfig;
+
+/// A recording in progress.
+pub struct Recording {
+    id: String,
+    dir: PathBuf,
+    output: PathBuf,
+    writer: ChunkedWriter,
+    session: Session,
+    _lock: RecordingLock,
+}
+
+/// What a stopped recording left.
+#[derive(Debug)]
+pub struct Stopped {
+    /// The final file and its manifest; `None` when no frame was recorded.
+    pub finished: Option<Finished>,
+    pub stats: Vec<StreamStats>,
+    /// Problems on the way that did not prevent a final file (e.g. a chunk salvaged).
+    pub errors: Vec<String>,
+    pub chunks: u64,
+}
+
+impl Recording {
+    /// Create the spool folder (with a unique id) and start writing.
+    pub fn start(
+        spool: &Path,
+        output: &Path,
+        streams: Vec<(String, StreamConfig)>,
+        mut options: WriterOptions,
+    ) -> Result<Self> {
+        durable::create_dir_all(spool)?;
+        durable::create_dir_all(output)?;
+        let (id, dir) = create_unique_dir(spool, output)?;
+        let lock = RecordingLock::try_acquire(&dir)?.ok_or_else(|| {
+            Error::Storage(format!("{} is locked by another recorder", dir.display()))
+        })?;
+        let session = Session {
+            recording_id: id.clone(),
+            streams: streams
+                .iter()
+                .map(|(name, config)| SessionStream {
+                    name: name.clone(),
+                    config: config.clone(),
+                })
+                .collect(),
+            software_version: env!("CARGO_PKG_VERSION").to_owned(),
+            stopped_unix_us: None,
+            stats: Vec::new(),
+        };
+        let result = (|| {
+            session.write(&dir)?;
+            options.final_output = Some(FinalOutput {
+                path: output.join(format!("{id}.mkv")),
+                global_tags: vec![(TAG_RECORDING_ID.to_owned(), id.clone())],
+            });
+            let mut writer = ChunkedWriter::with_streams(&id, &dir, streams, options)?;
+            writer.start()?;
+            Ok(writer)
+        })();
+        let writer = match result {
+            Ok(writer) => writer,
+            Err(e) => {
+                // Nothing was recorded: leave no trace.
+                let _ = durable::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
+        tracing::info!(id = %id, dir = %dir.display(), "recording started");
+        Ok(Recording {
+            id,
+            dir,
+            output: output.to_owned(),
+            writer,
+            session,
+            _lock: lock,
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn spool_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn sender(&self, stream: &str) -> Option<StreamSender> {
+        self.writer.sender(stream)
+    }
+
+    pub fn writer(&self) -> &ChunkedWriter {
+        &self.writer
+    }
+
+    /// Stop writing and finish the final file and manifest. The spool folder goes only
+    /// once both are durable; if finishing fails it stays for recovery.
+    pub fn stop(mut self) -> Result<Stopped> {
+        let report = self.writer.stop()?;
+        for e in &report.finalize.errors {
+            tracing::warn!(error = %e, "while finishing the recording");
+        }
+        self.session.stopped_unix_us = Some(crate::clock::unix_us());
+        self.session.stats = report.streams.clone();
+        self.session.write(&self.dir)?;
+        let finished = finish_recording_dir(&self.dir, &self.output, false, Default::default())?;
+        Ok(Stopped {
+            finished,
+            stats: report.streams,
+            errors: report.finalize.errors,
+            chunks: report.chunks_rotated,
+        })
+    }
+}
+
+/// A recording id unique to the millisecond (`2026-11-25T07-56-21.123Z`, colons left
+/// out for FAT/exFAT cards), with `-1`, `-2`... when that name is taken in the spool or
+/// the output. Creating the folder is the claim.
+fn create_unique_dir(spool: &Path, output: &Path) -> Result<(String, PathBuf)> {
+    let base = crate::clock::rfc3339_ms(crate::clock::unix_us()).replace(':', "-");
+    for n in 0..1000 {
+        let id = if n == 0 {
+            base.clone()
+        } else {
+            format!("{base}-{n}")
+        };
+        if output.join(format!("{id}.mkv")).exists() {
+            continue;
+        }
+        let dir = spool.join(&id);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {
+                durable::sync_dir(spool)?;
+                return Ok((id, dir));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io("create directory", &dir, e)),
+        }
+    }
+    Err(Error::Storage(format!(
+        "no free recording id under {}",
+        spool.display()
+    )))
+}

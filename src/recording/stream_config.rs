@@ -1,0 +1,291 @@
+//! Stream configurations: what each track of a recording holds and how it is encoded.
+//!
+//! Both kinds are checked when they are built ([`VideoStreamConfig::validate`],
+//! [`DataStreamConfig::validate`]), against the libavcodec this binary links, so a typo
+//! in a codec or pixel format name is an error at start-up, not a crash at frame 1.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use ffmpeg_next::{codec, encoder, format::Pixel, media};
+use serde::{Deserialize, Serialize};
+
+use super::error::{Error, Result};
+use super::media::ensure_init;
+
+/// A video track: raw frames in `input_pixel_format` encoded with `codec`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VideoStreamConfig {
+    pub width: u32,
+    pub height: u32,
+    /// Nominal frames per second (the encoder's rate-control hint; timestamps rule).
+    pub fps: f64,
+    #[serde(default = "default_codec")]
+    pub codec: String,
+    /// Target bit rate in bits per second (0 = the codec's default, e.g. lossless FFV1).
+    #[serde(default = "default_bitrate")]
+    pub bitrate: u64,
+    #[serde(default = "default_input_pixel_format")]
+    pub input_pixel_format: String,
+    #[serde(default = "default_output_pixel_format")]
+    pub output_pixel_format: String,
+    /// Codec options passed to the encoder verbatim (e.g. `preset`, `g`, `bf`).
+    #[serde(default, alias = "options")]
+    pub stream_options: BTreeMap<String, String>,
+    /// Stored as the Matroska track's tags.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+fn default_codec() -> String {
+    "libx264".into()
+}
+fn default_bitrate() -> u64 {
+    2_000_000
+}
+fn default_input_pixel_format() -> String {
+    "rgb24".into()
+}
+fn default_output_pixel_format() -> String {
+    "yuv420p".into()
+}
+fn default_data_codec() -> String {
+    "ass".into()
+}
+
+impl VideoStreamConfig {
+    /// A validated config with the reference's defaults (libx264, 2 Mb/s, rgb24 → yuv420p).
+    pub fn new(width: u32, height: u32, fps: f64) -> Result<Self> {
+        let config = VideoStreamConfig {
+            width,
+            height,
+            fps,
+            codec: default_codec(),
+            bitrate: default_bitrate(),
+            input_pixel_format: default_input_pixel_format(),
+            output_pixel_format: default_output_pixel_format(),
+            stream_options: BTreeMap::new(),
+            metadata: BTreeMap::new(),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Builder-style setters that re-validate, so a config is never half-checked.
+    pub fn with_codec(mut self, codec: &str, input: &str, output: &str) -> Result<Self> {
+        self.codec = codec.into();
+        self.input_pixel_format = input.into();
+        self.output_pixel_format = output.into();
+        self.validate()?;
+        Ok(self)
+    }
+
+    pub fn with_bitrate(mut self, bitrate: u64) -> Self {
+        self.bitrate = bitrate;
+        self
+    }
+
+    pub fn with_option(mut self, key: &str, value: &str) -> Self {
+        self.stream_options.insert(key.into(), value.into());
+        self
+    }
+
+    pub fn with_metadata(mut self, key: &str, value: &str) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Check everything that can be checked without a frame.
+    pub fn validate(&self) -> Result<()> {
+        ensure_init();
+        let bad = |msg: String| Err(Error::InvalidConfig(msg));
+        if self.width == 0 || self.height == 0 {
+            return bad(format!(
+                "video size {}x{} is empty",
+                self.width, self.height
+            ));
+        }
+        if !(self.fps.is_finite() && self.fps > 0.0) {
+            return bad(format!("fps must be positive, got {}", self.fps));
+        }
+        let input = parse_pixel_format(&self.input_pixel_format)?;
+        let output = parse_pixel_format(&self.output_pixel_format)?;
+        let _ = input;
+        let codec = encoder::find_by_name(&self.codec)
+            .ok_or_else(|| Error::InvalidConfig(format!("unknown encoder {:?}", self.codec)))?;
+        if codec.medium() != media::Type::Video {
+            return bad(format!("{:?} is not a video encoder", self.codec));
+        }
+        if let Some(formats) = codec.video().ok().and_then(|v| v.formats()) {
+            let formats: Vec<Pixel> = formats.collect();
+            if !formats.is_empty() && !formats.contains(&output) {
+                return bad(format!(
+                    "encoder {} cannot encode pixel format {}",
+                    self.codec, self.output_pixel_format
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes in one tightly packed input frame.
+    pub fn input_frame_size(&self) -> Result<usize> {
+        let format = parse_pixel_format(&self.input_pixel_format)?;
+        super::media::packed_frame_size(format, self.width, self.height)
+    }
+}
+
+/// A data track (IMU and other sensors) stored as a Matroska subtitle track: Matroska
+/// through libavformat takes only audio, video and subtitle tracks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataStreamConfig {
+    #[serde(default = "default_data_codec")]
+    pub codec: String,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Default for DataStreamConfig {
+    fn default() -> Self {
+        DataStreamConfig {
+            codec: default_data_codec(),
+            metadata: BTreeMap::new(),
+        }
+    }
+}
+
+impl DataStreamConfig {
+    pub fn with_metadata(mut self, key: &str, value: &str) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.codec_id().map(|_| ())
+    }
+
+    /// The libavcodec id of the subtitle codec named in the config.
+    pub fn codec_id(&self) -> Result<codec::Id> {
+        ensure_init();
+        let codec = encoder::find_by_name(&self.codec)
+            .or_else(|| ffmpeg_next::decoder::find_by_name(&self.codec))
+            .ok_or_else(|| {
+                Error::InvalidConfig(format!("unknown subtitle codec {:?}", self.codec))
+            })?;
+        if codec.medium() != media::Type::Subtitle {
+            return Err(Error::InvalidConfig(format!(
+                "data streams are stored as subtitle tracks; {:?} is not a subtitle codec",
+                self.codec
+            )));
+        }
+        Ok(codec.id())
+    }
+}
+
+/// Either kind of stream, with the name it is recorded under.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum StreamConfig {
+    Video(VideoStreamConfig),
+    Data(DataStreamConfig),
+}
+
+impl StreamConfig {
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            StreamConfig::Video(v) => v.validate(),
+            StreamConfig::Data(d) => d.validate(),
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StreamConfig::Video(_) => "video",
+            StreamConfig::Data(_) => "data",
+        }
+    }
+}
+
+/// Parse a libav pixel format name (`rgb24`, `gray16le`, `yuyv422`...).
+pub fn parse_pixel_format(name: &str) -> Result<Pixel> {
+    ensure_init();
+    match Pixel::from_str(name) {
+        Ok(Pixel::None) | Err(_) => Err(Error::InvalidConfig(format!(
+            "unknown pixel format {name:?}"
+        ))),
+        Ok(format) => Ok(format),
+    }
+}
+
+/// Stream names become file names and track titles: keep them plain.
+pub fn validate_stream_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidConfig(format!(
+            "stream name {name:?} must be 1-64 characters of A-Z a-z 0-9 _ -"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_defaults_are_valid() {
+        let c = VideoStreamConfig::new(1280, 800, 25.0).unwrap();
+        assert_eq!(c.codec, "libx264");
+        assert_eq!(c.input_frame_size().unwrap(), 1280 * 800 * 3);
+    }
+
+    #[test]
+    fn bad_configs_fail_at_construction() {
+        for (w, h, fps) in [
+            (0, 800, 25.0),
+            (1280, 0, 25.0),
+            (64, 64, 0.0),
+            (64, 64, -1.0),
+        ] {
+            assert!(matches!(
+                VideoStreamConfig::new(w, h, fps),
+                Err(Error::InvalidConfig(_))
+            ));
+        }
+        let c = VideoStreamConfig::new(64, 64, 25.0).unwrap();
+        let err = c
+            .clone()
+            .with_codec("libx999", "rgb24", "yuv420p")
+            .unwrap_err();
+        assert!(err.to_string().contains("libx999"), "{err}");
+        let err = c
+            .clone()
+            .with_codec("libx264", "rgb99", "yuv420p")
+            .unwrap_err();
+        assert!(err.to_string().contains("rgb99"), "{err}");
+        let err = c.with_codec("ffv1", "gray16le", "nv12").unwrap_err();
+        assert!(err.to_string().contains("nv12"), "{err}");
+        assert!(DataStreamConfig {
+            codec: "h264".into(),
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
+        assert!(DataStreamConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn stream_names_are_plain() {
+        assert!(validate_stream_name("rgb_0-a").is_ok());
+        for bad in ["", "a.b", "a/b", "a b"] {
+            assert!(validate_stream_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! `grabd record`: start the configured sources, feed the recording, stop on duration,
+//! signal, full storage or a failed stream, and finish the final file.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use super::storage::{self, SpaceGuard, StorageError};
+use crate::capture::{FrameSource, SyntheticVideo};
+use crate::config::{Batching, Config, SourceSpec};
+use crate::recording::{self, Finished, Frame, Recording, StreamSender, StreamStats};
+use crate::sensors::{encode_batch, Imu, ImuSample, SyntheticImu};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Recording(#[from] recording::Error),
+}
+
+/// Why a recording ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    Duration,
+    Signal,
+    /// Free space fell to the reserve needed to finish.
+    StorageFull,
+    /// A source or encoder failed; the name says which.
+    Failed(String),
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    pub finished: Option<Finished>,
+    pub reason: StopReason,
+    pub stats: Vec<StreamStats>,
+    pub errors: Vec<String>,
+}
+
+/// How often the session loop looks at the stop conditions.
+const POLL: Duration = Duration::from_millis(50);
+const SOURCE_JOIN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Record until `duration` passes or `stop` is set, then finish.
+pub fn record(
+    config: &Config,
+    spool: &Path,
+    output: &Path,
+    duration: Option<Duration>,
+    stop: &AtomicBool,
+) -> Result<Outcome, RuntimeError> {
+    storage::preflight(spool, config.min_free_bytes)?;
+    storage::preflight(output, config.min_free_bytes)?;
+
+    let failure: Arc<Mutex<Option<String>>> = Arc::default();
+    let mut options = config.writer.clone();
+    let failed = Arc::clone(&failure);
+    options.on_error = Some(Arc::new(move |stream: &str| {
+        failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert_with(|| format!("stream {stream} failed"));
+    }));
+    let chunk_length = options.chunk_length;
+    let recording = Recording::start(spool, output, config.stream_configs(), options)?;
+    let sources_stop = Arc::new(AtomicBool::new(false));
+    let sources = start_sources(config, &recording, &sources_stop, &failure);
+
+    let started = Instant::now();
+    let mut guard = SpaceGuard::new(config.min_free_bytes, chunk_length);
+    let mut last_space_check = Instant::now() - Duration::from_secs(1);
+    let reason = loop {
+        if stop.load(Ordering::Acquire) {
+            break StopReason::Signal;
+        }
+        if duration.is_some_and(|d| started.elapsed() >= d) {
+            break StopReason::Duration;
+        }
+        if let Some(why) = failure.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            break StopReason::Failed(why);
+        }
+        if last_space_check.elapsed() >= Duration::from_millis(500) {
+            last_space_check = Instant::now();
+            let free = storage::free_bytes(spool)?.min(storage::free_bytes(output)?);
+            if guard.must_stop(free) {
+                tracing::warn!(
+                    free_mb = free >> 20,
+                    reserve_mb = guard.reserve() >> 20,
+                    "storage nearly full; stopping while there is room to finish"
+                );
+                break StopReason::StorageFull;
+            }
+        }
+        std::thread::sleep(POLL);
+    };
+    tracing::info!(?reason, "stopping");
+    sources_stop.store(true, Ordering::Release);
+    join_sources(sources);
+    let stopped = recording.stop()?;
+    Ok(Outcome {
+        finished: stopped.finished,
+        reason,
+        stats: stopped.stats,
+        errors: stopped.errors,
+    })
+}
+
+type SourceThread = (String, JoinHandle<()>, Receiver<()>);
+
+fn start_sources(
+    config: &Config,
+    recording: &Recording,
+    stop: &Arc<AtomicBool>,
+    failure: &Arc<Mutex<Option<String>>>,
+) -> Vec<SourceThread> {
+    // Frame ticks for IMU streams batched per frame of a video stream.
+    let mut ticks: Vec<(String, Sender<i64>, Receiver<i64>)> = Vec::new();
+    for spec in &config.streams {
+        if let SourceSpec::SyntheticImu {
+            batching: Batching::PerFrameOf(video),
+            ..
+        } = &spec.source
+        {
+            let (tx, rx) = bounded(256);
+            ticks.push((video.clone(), tx, rx));
+        }
+    }
+    let mut threads = Vec::new();
+    for spec in &config.streams {
+        let Some(sender) = recording.sender(&spec.name) else {
+            continue;
+        };
+        let name = spec.name.clone();
+        let stop = Arc::clone(stop);
+        let source_failure = Arc::clone(failure);
+        let body: Box<dyn FnOnce() -> Result<(), String> + Send> =
+            match (&spec.source, &spec.config) {
+                (SourceSpec::SyntheticVideo(pattern), recording::StreamConfig::Video(v)) => {
+                    let source = SyntheticVideo::new(*pattern, v.width, v.height, v.fps);
+                    let my_ticks: Vec<Sender<i64>> = ticks
+                        .iter()
+                        .filter(|(video, _, _)| *video == spec.name)
+                        .map(|(_, tx, _)| tx.clone())
+                        .collect();
+                    Box::new(move || run_video(Box::new(source), &sender, &my_ticks, &stop))
+                }
+                (SourceSpec::SyntheticImu { rate_hz, batching }, _) => {
+                    let imu = SyntheticImu::new(*rate_hz);
+                    let tick_rx = match batching {
+                        Batching::PerFrameOf(video) => ticks
+                            .iter()
+                            .find(|(v, _, _)| v == video)
+                            .map(|(_, _, rx)| rx.clone()),
+                        Batching::Rate(_) => None,
+                    };
+                    let period_us = match batching {
+                        Batching::Rate(hz) => (1e6 / hz) as i64,
+                        Batching::PerFrameOf(_) => 0,
+                    };
+                    Box::new(move || run_imu(Box::new(imu), &sender, tick_rx, period_us, &stop))
+                }
+                _ => continue,
+            };
+        let (done_tx, done_rx) = bounded(1);
+        let thread_name = name.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("src-{name}"))
+            .spawn(move || {
+                if let Err(e) = body() {
+                    tracing::error!(source = %thread_name, error = %e, "source stopped delivering");
+                    source_failure
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert_with(|| format!("source {thread_name}: {e}"));
+                }
+                let _ = done_tx.send(());
+            });
+        match spawned {
+            Ok(handle) => threads.push((name, handle, done_rx)),
+            Err(e) => {
+                failure
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert_with(|| format!("cannot start source {name}: {e}"));
+            }
+        }
+    }
+    threads
+}
+
+fn join_sources(threads: Vec<SourceThread>) {
+    let deadline = Instant::now() + SOURCE_JOIN_DEADLINE;
+    for (name, handle, done) in threads {
+        if done
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
+        {
+            let _ = handle.join();
+        } else {
+            tracing::error!(source = %name, "source did not stop in time; leaving it");
+        }
+    }
+}
+
+/// Capture loop of one camera. Never fsyncs, never blocks on the writer.
+fn run_video(
+    mut source: Box<dyn FrameSource>,
+    sender: &StreamSender,
+    ticks: &[Sender<i64>],
+    stop: &AtomicBool,
+) -> Result<(), String> {
+    while !stop.load(Ordering::Acquire) {
+        let frame = source.next_frame().map_err(|e| e.to_string())?;
+        for tick in ticks {
+            let _ = tick.try_send(frame.timestamp_us);
+        }
+        sender.push(frame);
+    }
+    Ok(())
+}
+
+/// IMU loop: read samples at the IMU's rate and emit one packet per frame tick (stamped
+/// with the frame's time, holding the samples up to it) or per `period_us`.
+fn run_imu(
+    mut imu: Box<dyn Imu>,
+    sender: &StreamSender,
+    ticks: Option<Receiver<i64>>,
+    period_us: i64,
+    stop: &AtomicBool,
+) -> Result<(), String> {
+    let mut pending: Vec<ImuSample> = Vec::new();
+    let mut next_batch_us: Option<i64> = None;
+    while !stop.load(Ordering::Acquire) {
+        let sample = imu.read().map_err(|e| e.to_string())?;
+        pending.push(sample);
+        let emit = |at: i64, pending: &mut Vec<ImuSample>| {
+            let split = pending.partition_point(|s| s.t_us <= at);
+            let batch: Vec<ImuSample> = pending.drain(..split).collect();
+            sender.push(Frame::new(at, encode_batch(&batch)));
+        };
+        match &ticks {
+            Some(rx) => {
+                while let Ok(at) = rx.try_recv() {
+                    emit(at, &mut pending);
+                }
+            }
+            None => {
+                let due = *next_batch_us.get_or_insert(sample.t_us + period_us);
+                if sample.t_us >= due {
+                    emit(sample.t_us, &mut pending);
+                    next_batch_us = Some(due + period_us);
+                }
+            }
+        }
+    }
+    Ok(())
+}

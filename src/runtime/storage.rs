@@ -1,0 +1,136 @@
+//! The storage guard: refuse to start on storage that cannot take a recording, and
+//! stop a recording cleanly while there is still room to finish it.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::recording::durable;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{dir} is on a read-only file system")]
+    ReadOnly { dir: String },
+    #[error("{dir} is full ({free_mb} MiB free, at least {need_mb} MiB needed)")]
+    Full {
+        dir: String,
+        free_mb: u64,
+        need_mb: u64,
+    },
+    #[error("{dir}: {reason}")]
+    Unusable { dir: String, reason: String },
+}
+
+/// Free bytes for an unprivileged writer on the file system holding `dir`.
+pub fn free_bytes(dir: &Path) -> Result<u64, StorageError> {
+    let stat = nix::sys::statvfs::statvfs(dir).map_err(|e| StorageError::Unusable {
+        dir: dir.display().to_string(),
+        reason: e.desc().to_owned(),
+    })?;
+    // The statvfs field types are narrower on 32-bit boards (armv7).
+    #[allow(clippy::useless_conversion)]
+    let free = u64::from(stat.blocks_available()) * u64::from(stat.fragment_size());
+    Ok(free)
+}
+
+/// Check that `dir` exists (creating it), takes a durable write, and has `min_free`.
+pub fn preflight(dir: &Path, min_free: u64) -> Result<(), StorageError> {
+    let name = dir.display().to_string();
+    let classify = |e: crate::recording::Error| match e.raw_os_error() {
+        Some(code) if code == nix::errno::Errno::EROFS as i32 => {
+            StorageError::ReadOnly { dir: name.clone() }
+        }
+        Some(code) if code == nix::errno::Errno::ENOSPC as i32 => StorageError::Full {
+            dir: name.clone(),
+            free_mb: 0,
+            need_mb: min_free >> 20,
+        },
+        _ => StorageError::Unusable {
+            dir: name.clone(),
+            reason: e.to_string(),
+        },
+    };
+    durable::create_dir_all(dir).map_err(classify)?;
+    let probe = dir.join(".grabd-write-test");
+    durable::write_file(&probe, b"grabd").map_err(classify)?;
+    durable::remove_file(&probe).map_err(classify)?;
+    let free = free_bytes(dir)?;
+    if free < min_free {
+        return Err(StorageError::Full {
+            dir: name,
+            free_mb: free >> 20,
+            need_mb: min_free >> 20,
+        });
+    }
+    Ok(())
+}
+
+/// Watches free space during a recording. The reserve it keeps is `min_free` plus what
+/// finishing takes: the last chunk is merged and appended, so about 1.2 chunks' worth of
+/// the measured consumption rate.
+pub struct SpaceGuard {
+    min_free: u64,
+    chunk_length: Duration,
+    last: Option<(Instant, u64)>,
+    /// Bytes per second consumed, smoothed.
+    rate: f64,
+}
+
+impl SpaceGuard {
+    pub fn new(min_free: u64, chunk_length: Duration) -> Self {
+        SpaceGuard {
+            min_free,
+            chunk_length,
+            last: None,
+            rate: 0.0,
+        }
+    }
+
+    /// The reserve under which recording must stop.
+    pub fn reserve(&self) -> u64 {
+        self.min_free + (self.rate * 1.2 * self.chunk_length.as_secs_f64()) as u64
+    }
+
+    /// Record a free-space reading; `true` when the recording must stop now.
+    pub fn must_stop(&mut self, free: u64) -> bool {
+        let now = Instant::now();
+        if let Some((then, before)) = self.last {
+            let dt = now.duration_since(then).as_secs_f64();
+            if dt > 0.0 {
+                let used = before.saturating_sub(free) as f64 / dt;
+                self.rate = if self.rate == 0.0 {
+                    used
+                } else {
+                    0.8 * self.rate + 0.2 * used
+                };
+            }
+        }
+        self.last = Some((now, free));
+        free < self.reserve()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_keeps_room_for_the_last_chunk() {
+        let mut g = SpaceGuard::new(10, Duration::from_secs(2));
+        assert!(!g.must_stop(1_000_000));
+        std::thread::sleep(Duration::from_millis(50));
+        // Consuming fast: the reserve grows with the rate.
+        let stop = g.must_stop(900_000);
+        assert!(g.reserve() > 10);
+        assert_eq!(stop, 900_000 < g.reserve());
+        assert!(g.must_stop(5));
+    }
+
+    #[test]
+    fn preflight_refuses_too_little_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = preflight(dir.path(), u64::MAX).unwrap_err();
+        assert!(err.to_string().contains("full"), "{err}");
+        preflight(dir.path(), 0).unwrap();
+        assert!(!dir.path().join(".grabd-write-test").exists());
+    }
+}
