@@ -33,3 +33,33 @@ pub fn rfc3339_ms(unix_us: i64) -> String {
     let t = UNIX_EPOCH + std::time::Duration::from_micros(u64::try_from(unix_us).unwrap_or(0));
     humantime::format_rfc3339_millis(t).to_string()
 }
+
+/// Paces a real-time source: `wait` sleeps until the next period is due. A source that
+/// falls behind continues one period after its late tick instead of bursting.
+#[derive(Debug)]
+pub struct Pacer {
+    period_us: i64,
+    next_due_us: Option<i64>,
+}
+
+impl Pacer {
+    pub fn new(rate_hz: f64) -> Self {
+        Pacer {
+            period_us: ((1_000_000.0 / rate_hz).round() as i64).max(1),
+            next_due_us: None,
+        }
+    }
+
+    pub fn period_us(&self) -> i64 {
+        self.period_us
+    }
+
+    pub fn wait(&mut self) {
+        let now = monotonic_us();
+        let due = *self.next_due_us.get_or_insert(now);
+        if due > now {
+            std::thread::sleep(std::time::Duration::from_micros((due - now).unsigned_abs()));
+        }
+        self.next_due_us = Some(due.max(now) + self.period_us);
+    }
+}

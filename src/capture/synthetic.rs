@@ -2,12 +2,10 @@
 //! moving square and the frame number burned in, and a 16-bit depth ramp. Frames are
 //! paced in real time and stamped when they are "captured".
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use super::{CaptureError, FrameSource};
-use crate::clock::monotonic_us;
+use crate::clock::{monotonic_us, Pacer};
 use crate::recording::Frame;
+use std::sync::Arc;
 
 /// What a synthetic camera draws; chosen from the stream's input pixel format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,10 +41,9 @@ pub struct SyntheticVideo {
     pattern: SyntheticPattern,
     width: usize,
     height: usize,
-    period_us: i64,
+    pacer: Pacer,
     background: Vec<u8>,
     frame_number: u64,
-    next_due_us: Option<i64>,
 }
 
 impl SyntheticVideo {
@@ -56,10 +53,9 @@ impl SyntheticVideo {
             pattern,
             width,
             height,
-            period_us: (1_000_000.0 / fps).round() as i64,
+            pacer: Pacer::new(fps),
             background: Vec::new(),
             frame_number: 0,
-            next_due_us: None,
         };
         source.background = source.draw_background();
         source
@@ -169,13 +165,7 @@ impl SyntheticVideo {
 
 impl FrameSource for SyntheticVideo {
     fn next_frame(&mut self) -> Result<Frame, CaptureError> {
-        let now = monotonic_us();
-        let due = *self.next_due_us.get_or_insert(now);
-        if due > now {
-            std::thread::sleep(Duration::from_micros((due - now) as u64));
-        }
-        // Fall behind rather than burst: the next frame is due one period after this one.
-        self.next_due_us = Some(due.max(now) + self.period_us);
+        self.pacer.wait();
         let data: Arc<[u8]> = self.render(self.frame_number).into();
         self.frame_number += 1;
         Ok(Frame {

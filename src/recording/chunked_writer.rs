@@ -619,9 +619,8 @@ fn stream_thread(
     let result = stream_loop(shared, index, name, config, rx, counters, &mut open);
     let mut closed = None;
     if let Some(chunk) = open.take() {
-        let chunk_index = chunk.index;
         match finish_chunk(chunk, result.is_ok()) {
-            Ok(part) => closed = part.map(|p| (chunk_index, p)),
+            Ok(part) => closed = part,
             Err(e) => tracing::error!(stream = name, error = %e, "closing the last part failed"),
         }
     }
@@ -652,6 +651,9 @@ fn stream_loop(
 ) -> Result<()> {
     // Only this thread moves this stream's `closed_before`; keep a copy.
     let mut closed_before = 0u64;
+    let mut last_timestamp_us: Option<i64> = None;
+    // Once stopping, only the frames queued at that moment are still taken.
+    let mut left_at_stop: Option<usize> = None;
     loop {
         if let Some(through) = shared.overdue(index) {
             tracing::warn!(
@@ -660,10 +662,7 @@ fn stream_loop(
                 "stream missed the rotation deadline; closing its part"
             );
             let closed = match open.take() {
-                Some(chunk) if chunk.index < through => {
-                    let chunk_index = chunk.index;
-                    finish_chunk(chunk, true)?.map(|p| (chunk_index, p))
-                }
+                Some(chunk) if chunk.index < through => finish_chunk(chunk, true)?,
                 other => {
                     *open = other;
                     None
@@ -672,16 +671,26 @@ fn stream_loop(
             closed_before = closed_before.max(through);
             shared.advance(index, closed_before, closed);
         }
+        if left_at_stop.is_none() && shared.stopping.load(Ordering::Acquire) {
+            left_at_stop = Some(rx.len());
+        }
+        if let Some(left) = left_at_stop.as_mut() {
+            if *left == 0 {
+                return Ok(());
+            }
+            *left -= 1;
+        }
         let frame = match rx.recv_timeout(TICK) {
             Ok(frame) => frame,
-            Err(RecvTimeoutError::Timeout) => {
-                if shared.stopping.load(Ordering::Acquire) {
-                    return Ok(());
-                }
-                continue;
-            }
+            Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
         };
+        // Timestamps must move forward within a stream; a repeated or older one is late.
+        if last_timestamp_us.is_some_and(|last| frame.timestamp_us <= last) {
+            counters.dropped_late.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        last_timestamp_us = Some(frame.timestamp_us);
         let origin = shared.origin_for(frame.timestamp_us);
         let media_us = frame.timestamp_us - origin.monotonic_us;
         let chunk_index = u64::try_from(media_us / shared.chunk_length_us).ok();
@@ -691,10 +700,9 @@ fn stream_loop(
         };
         if open.as_ref().is_some_and(|c| c.index != chunk_index) {
             if let Some(chunk) = open.take() {
-                let previous = chunk.index;
                 let part = finish_chunk(chunk, true)?;
                 closed_before = chunk_index;
-                shared.advance(index, closed_before, part.map(|p| (previous, p)));
+                shared.advance(index, closed_before, part);
             }
         }
         if open.is_none() {
@@ -750,12 +758,13 @@ fn open_chunk(
     })
 }
 
-/// Flush the encoder into the part and close it. With `flush == false` (the encoder
-/// failed) only the trailer is attempted, so what was written stays readable.
-fn finish_chunk(mut chunk: OpenChunk, flush: bool) -> Result<Option<ClosedPart>> {
+/// Flush the encoder into the part and close it; the closed part comes back with its
+/// chunk index. With `flush == false` (the encoder failed) only the trailer is
+/// attempted, so what was written stays readable.
+fn finish_chunk(mut chunk: OpenChunk, flush: bool) -> Result<Option<(u64, ClosedPart)>> {
     if flush {
         let packets = chunk.encoder.flush()?;
         chunk.part.write(&chunk.encoder, packets)?;
     }
-    chunk.part.close()
+    Ok(chunk.part.close()?.map(|part| (chunk.index, part)))
 }

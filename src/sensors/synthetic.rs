@@ -1,14 +1,11 @@
 //! A synthetic IMU with plausible readings: gravity on a slowly swaying device, a small
 //! rotation, and sensor noise.
 
-use std::time::Duration;
-
 use super::{Imu, ImuSample, SensorError};
-use crate::clock::monotonic_us;
+use crate::clock::{monotonic_us, Pacer};
 
 pub struct SyntheticImu {
-    period_us: i64,
-    next_due_us: Option<i64>,
+    pacer: Pacer,
     n: u64,
     noise_state: u64,
 }
@@ -16,8 +13,7 @@ pub struct SyntheticImu {
 impl SyntheticImu {
     pub fn new(rate_hz: f64) -> Self {
         SyntheticImu {
-            period_us: (1_000_000.0 / rate_hz).round() as i64,
-            next_due_us: None,
+            pacer: Pacer::new(rate_hz),
             n: 0,
             noise_state: 0x9E37_79B9_7F4A_7C15,
         }
@@ -33,7 +29,7 @@ impl SyntheticImu {
 
     /// The sample at time `t_us` (sample number `n`).
     pub fn sample_at(&mut self, t_us: i64) -> ImuSample {
-        let t = self.n as f32 * self.period_us as f32 / 1e6;
+        let t = self.n as f32 * self.pacer.period_us() as f32 / 1e6;
         let sway = 0.2 * (t * 0.5 * std::f32::consts::TAU).sin();
         let g = 9.80665f32;
         ImuSample {
@@ -55,19 +51,14 @@ impl SyntheticImu {
 
 impl Imu for SyntheticImu {
     fn read(&mut self) -> Result<ImuSample, SensorError> {
-        let now = monotonic_us();
-        let due = *self.next_due_us.get_or_insert(now);
-        if due > now {
-            std::thread::sleep(Duration::from_micros((due - now) as u64));
-        }
-        self.next_due_us = Some(due.max(now) + self.period_us);
+        self.pacer.wait();
         let sample = self.sample_at(monotonic_us());
         self.n += 1;
         Ok(sample)
     }
 
     fn describe(&self) -> String {
-        format!("synthetic imu {} Hz", 1_000_000 / self.period_us.max(1))
+        format!("synthetic imu {} Hz", 1_000_000 / self.pacer.period_us())
     }
 }
 
