@@ -35,11 +35,8 @@ use crate::recording::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot read config {path}: {cause}")]
+    Read { path: String, cause: std::io::Error },
     #[error("config {path}: {message}")]
     Parse { path: String, message: String },
     #[error("config: {0}")]
@@ -160,9 +157,9 @@ impl Config {
     }
 
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.display().to_string(),
-            source,
+            cause,
         })?;
         Self::from_toml(&text, &path.display().to_string())
     }
@@ -238,7 +235,8 @@ impl Config {
                         .clone()
                         .try_into()
                         .map_err(|e: toml::de::Error| err(e.message().to_owned()))?;
-                    video.validate().map_err(|e| err(e.to_string()))?;
+                    crate::recording::VideoStreamEncoder::check(&video)
+                        .map_err(|e| err(e.to_string()))?;
                     let pattern = SyntheticPattern::for_pixel_format(&video.input_pixel_format)
                         .ok_or_else(|| {
                             err(format!(
@@ -353,6 +351,10 @@ mod tests {
             ("[[stream]]\nname=\"a\"\nkind=\"video\"\nwidth=2\nheight=2\nfps=25\ncodec=\"nope\"\n", "nope"),
             ("[[stream]]\nname=\"a\"\nkind=\"video\"\nwidth=2\nheight=2\nfps=25\ncolour=1\n", "colour"),
             ("[[stream]]\nname=\"a\"\nkind=\"audio\"\n", "kind"),
+            (
+                "[[stream]]\nname=\"a\"\nkind=\"video\"\nwidth=2\nheight=2\nfps=25\noptions={presett=\"fast\"}\n",
+                "presett",
+            ),
             ("[[stream]]\nname=\"i\"\nkind=\"data\"\nbatch_with=\"x\"\n", "batch_with"),
             ("[recording]\nchunk_lenght_s = 1\n", "chunk_lenght_s"),
             ("not toml at all [", "config"),

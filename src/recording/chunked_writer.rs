@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -117,6 +117,7 @@ struct Counters {
     encoded: AtomicU64,
     dropped_queue_full: AtomicU64,
     dropped_late: AtomicU64,
+    dropped_failed: AtomicU64,
     failed: AtomicBool,
 }
 
@@ -126,16 +127,20 @@ pub struct StreamStats {
     pub name: String,
     /// Frames handed to the encoder (the file's own count is read back separately).
     pub frames_encoded: u64,
-    /// Frames refused because the stream's queue was full (the producer never waits).
+    /// Frames refused because the stream's queue was full or its encoder had failed
+    /// (the producer never waits).
     pub dropped_queue_full: u64,
     /// Frames older than the chunk their stream had already closed.
     pub dropped_late: u64,
+    /// Frames still queued when the stream's encoder failed.
+    #[serde(default)]
+    pub dropped_failed: u64,
     pub failed: bool,
 }
 
 impl StreamStats {
     pub fn frames_dropped(&self) -> u64 {
-        self.dropped_queue_full + self.dropped_late
+        self.dropped_queue_full + self.dropped_late + self.dropped_failed
     }
 }
 
@@ -144,12 +149,15 @@ impl StreamStats {
 pub struct StreamSender {
     tx: Sender<Frame>,
     counters: Arc<Counters>,
+    earliest_pushed_us: Arc<AtomicI64>,
 }
 
 impl StreamSender {
     /// Queue a frame; `false` (and a counted drop) when the queue is full or the
     /// stream's encoder is gone.
     pub fn push(&self, frame: Frame) -> bool {
+        self.earliest_pushed_us
+            .fetch_min(frame.timestamp_us, Ordering::Relaxed);
         match self.tx.try_send(frame) {
             Ok(()) => {
                 self.counters.accepted.fetch_add(1, Ordering::Relaxed);
@@ -186,6 +194,10 @@ struct Shared {
     grace: Duration,
     muxer: MuxerSettings,
     origin: OnceLock<Origin>,
+    /// The earliest timestamp pushed on any stream so far: the origin is fixed from it
+    /// when the first frame is processed, so a stream whose first frame is processed a
+    /// little later than another's does not find it "before the origin".
+    earliest_pushed_us: Arc<AtomicI64>,
     barrier: Mutex<Barrier>,
     jobs: Mutex<Option<Sender<ChunkJob>>>,
     stopping: AtomicBool,
@@ -214,6 +226,7 @@ struct PendingChunk {
 impl Shared {
     fn origin_for(&self, ts_us: i64) -> Origin {
         *self.origin.get_or_init(|| {
+            let ts_us = ts_us.min(self.earliest_pushed_us.load(Ordering::Relaxed));
             let now_mono = crate::clock::monotonic_us();
             let now_unix = crate::clock::unix_us();
             // Frames stamped on the monotonic clock map to wall time exactly; frames from
@@ -415,7 +428,10 @@ impl ChunkedWriter {
                     "stream {stream_name:?} appears twice"
                 )));
             }
-            config.validate()?;
+            match &config {
+                StreamConfig::Video(video) => VideoStreamEncoder::check(video)?,
+                StreamConfig::Data(data) => data.validate()?,
+            }
             let (tx, rx) = bounded(options.max_encoder_queue_size);
             streams.push(StreamSlot {
                 name: stream_name,
@@ -433,6 +449,7 @@ impl ChunkedWriter {
             grace: options.rotation_grace,
             muxer: options.muxer,
             origin: OnceLock::new(),
+            earliest_pushed_us: Arc::new(AtomicI64::new(i64::MAX)),
             barrier: Mutex::new(Barrier {
                 generation: 0,
                 closed_before: vec![0; streams.len()],
@@ -464,6 +481,7 @@ impl ChunkedWriter {
             .map(|s| StreamSender {
                 tx: s.tx.clone(),
                 counters: Arc::clone(&s.counters),
+                earliest_pushed_us: Arc::clone(&self.shared.earliest_pushed_us),
             })
     }
 
@@ -522,7 +540,7 @@ impl ChunkedWriter {
             let handle = std::thread::Builder::new()
                 .name(format!("enc-{}", slot.name))
                 .spawn(move || {
-                    stream_thread(&shared, index, &name, &config, &rx, &counters);
+                    stream_thread(&shared, index, &name, &config, rx, &counters);
                     let _ = done_tx.send(());
                 })
                 .map_err(|e| Error::io("spawn encoder thread", &self.shared.dir, e))?;
@@ -587,6 +605,7 @@ impl ChunkedWriter {
                 frames_encoded: s.counters.encoded.load(Ordering::Relaxed),
                 dropped_queue_full: s.counters.dropped_queue_full.load(Ordering::Relaxed),
                 dropped_late: s.counters.dropped_late.load(Ordering::Relaxed),
+                dropped_failed: s.counters.dropped_failed.load(Ordering::Relaxed),
                 failed: s.counters.failed.load(Ordering::Relaxed),
             })
             .collect()
@@ -612,11 +631,11 @@ fn stream_thread(
     index: usize,
     name: &str,
     config: &StreamConfig,
-    rx: &Receiver<Frame>,
+    rx: Receiver<Frame>,
     counters: &Counters,
 ) {
     let mut open: Option<OpenChunk> = None;
-    let result = stream_loop(shared, index, name, config, rx, counters, &mut open);
+    let result = stream_loop(shared, index, name, config, &rx, counters, &mut open);
     let mut closed = None;
     if let Some(chunk) = open.take() {
         match finish_chunk(chunk, result.is_ok()) {
@@ -628,6 +647,13 @@ fn stream_thread(
     if let Err(e) = result {
         counters.failed.store(true, Ordering::Relaxed);
         tracing::error!(stream = name, error = %e, "encoder thread failed");
+        // Account for what was queued behind the failure, and close the queue so that
+        // later pushes are refused (and counted) before anyone is told.
+        let orphaned = rx.try_iter().count() as u64;
+        counters
+            .dropped_failed
+            .fetch_add(orphaned, Ordering::Relaxed);
+        drop(rx);
         if let Some(callback) = shared.on_error.clone() {
             let stream = name.to_owned();
             let spawned = std::thread::Builder::new()
@@ -759,12 +785,18 @@ fn open_chunk(
 }
 
 /// Flush the encoder into the part and close it; the closed part comes back with its
-/// chunk index. With `flush == false` (the encoder failed) only the trailer is
-/// attempted, so what was written stays readable.
-fn finish_chunk(mut chunk: OpenChunk, flush: bool) -> Result<Option<(u64, ClosedPart)>> {
-    if flush {
-        let packets = chunk.encoder.flush()?;
-        chunk.part.write(&chunk.encoder, packets)?;
+/// chunk index.
+fn finish_chunk(mut chunk: OpenChunk, healthy: bool) -> Result<Option<(u64, ClosedPart)>> {
+    // Even after a failure (often a bad frame, not a broken encoder) the frames the
+    // encoder still holds are worth keeping; a flush error then only gets logged.
+    let flushed = chunk
+        .encoder
+        .flush()
+        .and_then(|packets| chunk.part.write(&chunk.encoder, packets));
+    match flushed {
+        Err(e) if healthy => return Err(e),
+        Err(e) => tracing::warn!(error = %e, "flushing the encoder after a failure failed"),
+        Ok(()) => {}
     }
     Ok(chunk.part.close()?.map(|part| (chunk.index, part)))
 }

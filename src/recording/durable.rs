@@ -77,7 +77,7 @@ pub fn create_dir_all(dir: &Path) -> Result<()> {
     }
     match fs::create_dir(dir) {
         Ok(()) => sync_dir(parent_of(dir)),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
         Err(e) => Err(Error::io("create directory", dir, e)),
     }
 }
@@ -120,6 +120,15 @@ mod tests {
         let path = dir.path().join("missing/a.json");
         let err = write_file(&path, b"x").unwrap_err().to_string();
         assert!(err.contains("missing"), "{err}");
+    }
+
+    #[test]
+    fn create_dir_all_refuses_a_file_in_the_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        fs::write(&file, b"x").unwrap();
+        assert!(create_dir_all(&file).is_err());
+        assert!(create_dir_all(&file.join("sub")).is_err());
     }
 
     #[test]

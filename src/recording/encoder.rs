@@ -93,6 +93,12 @@ impl VideoStreamEncoder {
         })
     }
 
+    /// Open (and drop) an encoder for `config`: catches what only the codec can judge,
+    /// such as unknown or invalid codec options, before any file exists.
+    pub fn check(config: &VideoStreamConfig) -> Result<()> {
+        Self::new(config).map(drop)
+    }
+
     pub fn track_spec(&self) -> TrackSpec {
         TrackSpec {
             parameters: codec::Parameters::from(&*self.encoder),

@@ -9,19 +9,19 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
     /// A file-system operation failed; the path says where.
-    #[error("{op} {path}: {source}")]
+    // The cause is part of the one-line message and deliberately not a `#[source]`,
+    // so that printing the error chain does not repeat it.
+    #[error("{op} {path}: {cause}")]
     Io {
         op: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// libavcodec / libavformat refused something; the context says what and where.
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Media {
         context: String,
-        #[source]
-        source: ffmpeg_next::Error,
+        cause: ffmpeg_next::Error,
     },
     /// A file that should hold a recording does not look like one.
     #[error("{path}: {reason}")]
@@ -37,27 +37,27 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, cause: std::io::Error) -> Self {
         Error::Io {
             op,
             path: path.into(),
-            source,
+            cause,
         }
     }
 
-    pub(crate) fn media(context: impl Into<String>, source: ffmpeg_next::Error) -> Self {
+    pub(crate) fn media(context: impl Into<String>, cause: ffmpeg_next::Error) -> Self {
         Error::Media {
             context: context.into(),
-            source,
+            cause,
         }
     }
 
     /// The underlying OS error number, when there is one (ENOSPC, EROFS, EIO...).
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
-            Error::Io { source, .. } => source.raw_os_error(),
+            Error::Io { cause, .. } => cause.raw_os_error(),
             Error::Media {
-                source: ffmpeg_next::Error::Other { errno },
+                cause: ffmpeg_next::Error::Other { errno },
                 ..
             } => Some(*errno),
             _ => None,

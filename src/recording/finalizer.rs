@@ -60,6 +60,9 @@ pub fn run(
 ) -> FinalizeReport {
     let mut report = FinalizeReport::default();
     let mut growing = Growing::default();
+    // A final file must hold every chunk: after a failed merge it is left to the
+    // recording's finish (recovery) procedure, which salvages the parts first.
+    let mut chunk_failed = false;
     for job in jobs {
         match finalize_chunk(dir, &job, expected_streams, muxer) {
             Ok(Some(chunk)) => {
@@ -76,11 +79,15 @@ pub fn run(
             Err(e) => {
                 tracing::error!(chunk = %job.id, error = %e, "chunk merge failed; parts kept for recovery");
                 report.errors.push(format!("chunk {}: {e}", job.id));
+                chunk_failed = true;
                 if let Some(callback) = &on_error {
                     callback("finalizer");
                 }
             }
         }
+    }
+    if chunk_failed {
+        return report;
     }
     if let Some(output) = &final_output {
         match growing.finish(dir, output, muxer) {

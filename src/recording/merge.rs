@@ -195,6 +195,28 @@ fn add_copy_stream(
     Ok(())
 }
 
+/// Keeps one track's decode timestamps non-decreasing across files. Matroska stores no
+/// DTS: on read-back the first packets of a file with B-frames have none (the demuxer
+/// guesses the rest), so a missing DTS continues from the last one, and none may go
+/// back in time or past its packet's PTS.
+#[derive(Debug, Clone, Copy, Default)]
+struct DtsTrack {
+    last: Option<i64>,
+}
+
+impl DtsTrack {
+    /// The DTS to write (in the output time base), or `None` to drop the packet.
+    fn next(&mut self, pts: Option<i64>, dts: Option<i64>) -> Option<i64> {
+        let dts = dts.or(self.last).or(pts)?;
+        let dts = self.last.map_or(dts, |last| dts.max(last));
+        if pts.is_some_and(|p| dts > p) {
+            return None;
+        }
+        self.last = Some(dts);
+        Some(dts)
+    }
+}
+
 /// A recording's final file growing chunk by chunk: tracks are declared from template
 /// chunks up front, chunks are appended as they are finished, and only `finish` makes
 /// the file visible under its name (durably). Until then it is a `*.tmp` that recovery
@@ -206,8 +228,8 @@ pub struct ConcatWriter {
     /// Track name → (output index, output time base).
     tracks: HashMap<String, (usize, Rational)>,
     counts: Vec<(String, u64)>,
-    /// Per track, the last timestamp written (µs), to skip anything out of order.
-    last_dts_us: Vec<Option<i64>>,
+    /// Per track, the decode timestamps written so far.
+    dts: Vec<DtsTrack>,
 }
 
 impl ConcatWriter {
@@ -265,7 +287,7 @@ impl ConcatWriter {
             octx: Some(octx),
             tracks,
             counts: names.iter().map(|n| (n.clone(), 0)).collect(),
-            last_dts_us: vec![None; names.len()],
+            dts: vec![DtsTrack::default(); names.len()],
         })
     }
 
@@ -301,16 +323,13 @@ impl ConcatWriter {
                 continue;
             };
             let shift = |t: i64| rescale(rescale(t, in_tb, MICROS) + offset_us, MICROS, out_tb);
-            let dts_us =
-                rescale(packet.dts().or(packet.pts()).unwrap_or(0), in_tb, MICROS) + offset_us;
-            if self.last_dts_us[out_index].is_some_and(|last| dts_us < last) {
-                tracing::warn!(chunk = %chunk.display(), "dropping a packet that goes back in time");
+            let pts = packet.pts().map(shift);
+            let Some(dts) = self.dts[out_index].next(pts, packet.dts().map(shift)) else {
+                tracing::warn!(chunk = %chunk.display(), "dropping a packet that decodes after it is shown");
                 continue;
-            }
-            self.last_dts_us[out_index] = Some(dts_us);
-            let (pts, dts) = (packet.pts().map(shift), packet.dts().map(shift));
+            };
             packet.set_pts(pts);
-            packet.set_dts(dts);
+            packet.set_dts(Some(dts));
             packet.set_duration(rescale(packet.duration(), in_tb, out_tb));
             packet.set_stream(out_index);
             packet.set_position(-1);
@@ -395,4 +414,22 @@ pub fn merge_recording_chunks(
         writer.append(chunk, mode)?;
     }
     writer.finish().map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DtsTrack;
+
+    #[test]
+    fn dts_continues_where_the_demuxer_has_none() {
+        // B-frame stream read back from Matroska: first two packets lack DTS.
+        let mut t = DtsTrack::default();
+        assert_eq!(t.next(Some(1000), None), Some(1000));
+        assert_eq!(t.next(Some(1120), None), Some(1000));
+        assert_eq!(t.next(Some(1040), Some(1000)), Some(1000));
+        assert_eq!(t.next(Some(1080), Some(1040)), Some(1040));
+        // Never backwards, never after the packet's PTS.
+        assert_eq!(t.next(Some(1200), Some(900)), Some(1040));
+        assert_eq!(t.next(Some(1000), Some(1100)), None);
+    }
 }

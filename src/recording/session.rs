@@ -10,13 +10,14 @@ use super::error::{Error, Result};
 use super::finalizer::FinalOutput;
 use super::manifest::{Session, SessionStream};
 use super::media::TAG_RECORDING_ID;
-use super::recovery::{finish_recording_dir, Finished, RecordingLock};
+use super::recovery::{finish_recording_dir, Finished, RecordingLock, SpoolLock};
 use super::stream_config::StreamConfig;
 
 /// A recording in progress.
 pub struct Recording {
     id: String,
     dir: PathBuf,
+    spool: PathBuf,
     output: PathBuf,
     writer: ChunkedWriter,
     session: Session,
@@ -44,10 +45,16 @@ impl Recording {
     ) -> Result<Self> {
         durable::create_dir_all(spool)?;
         durable::create_dir_all(output)?;
-        let (id, dir) = create_unique_dir(spool, output)?;
-        let lock = RecordingLock::try_acquire(&dir)?.ok_or_else(|| {
-            Error::Storage(format!("{} is locked by another recorder", dir.display()))
-        })?;
+        // Create and claim the folder under the spool lock, so that a concurrent
+        // recovery never takes it for a cut-off recording.
+        let (id, dir, lock) = {
+            let _spool = SpoolLock::acquire(spool, false)?;
+            let (id, dir) = create_unique_dir(spool, output)?;
+            let lock = RecordingLock::try_acquire(&dir)?.ok_or_else(|| {
+                Error::Storage(format!("{} is locked by another recorder", dir.display()))
+            })?;
+            (id, dir, lock)
+        };
         let session = Session {
             recording_id: id.clone(),
             streams: streams
@@ -75,6 +82,7 @@ impl Recording {
             Ok(writer) => writer,
             Err(e) => {
                 // Nothing was recorded: leave no trace.
+                let _spool = SpoolLock::acquire(spool, false);
                 let _ = durable::remove_dir_all(&dir);
                 return Err(e);
             }
@@ -83,6 +91,7 @@ impl Recording {
         Ok(Recording {
             id,
             dir,
+            spool: spool.to_owned(),
             output: output.to_owned(),
             writer,
             session,
@@ -116,7 +125,11 @@ impl Recording {
         self.session.stopped_unix_us = Some(crate::clock::unix_us());
         self.session.stats = report.streams.clone();
         self.session.write(&self.dir)?;
-        let finished = finish_recording_dir(&self.dir, &self.output, false, Default::default())?;
+        let finished = {
+            // Removing the folder happens under the spool lock (see SpoolLock).
+            let _spool = SpoolLock::acquire(&self.spool, false)?;
+            finish_recording_dir(&self.dir, &self.output, false, Default::default())?
+        };
         Ok(Stopped {
             finished,
             stats: report.streams,

@@ -50,7 +50,8 @@ pub fn preflight(dir: &Path, min_free: u64) -> Result<(), StorageError> {
         },
     };
     durable::create_dir_all(dir).map_err(classify)?;
-    let probe = dir.join(".grabd-write-test");
+    // Unique per process: two recorders may check the same folder at once.
+    let probe = dir.join(format!(".grabd-write-test-{}", std::process::id()));
     durable::write_file(&probe, b"grabd").map_err(classify)?;
     durable::remove_file(&probe).map_err(classify)?;
     let free = free_bytes(dir)?;
@@ -65,8 +66,10 @@ pub fn preflight(dir: &Path, min_free: u64) -> Result<(), StorageError> {
 }
 
 /// Watches free space during a recording. The reserve it keeps is `min_free` plus what
-/// finishing takes: the last chunk is merged and appended, so about 1.2 chunks' worth of
-/// the measured consumption rate.
+/// finishing takes. The measured consumption rate counts parts, merged chunks and the
+/// growing final file (about twice the media rate); finishing merges the last chunk and
+/// appends it (about one chunk's worth of that rate), and the recording goes on for up
+/// to a check interval plus the stop itself before that: so `rate × (1.5 × chunk + 2 s)`.
 pub struct SpaceGuard {
     min_free: u64,
     chunk_length: Duration,
@@ -87,7 +90,7 @@ impl SpaceGuard {
 
     /// The reserve under which recording must stop.
     pub fn reserve(&self) -> u64 {
-        self.min_free + (self.rate * 1.2 * self.chunk_length.as_secs_f64()) as u64
+        self.min_free + (self.rate * (1.5 * self.chunk_length.as_secs_f64() + 2.0)) as u64
     }
 
     /// Record a free-space reading; `true` when the recording must stop now.
@@ -97,11 +100,8 @@ impl SpaceGuard {
             let dt = now.duration_since(then).as_secs_f64();
             if dt > 0.0 {
                 let used = before.saturating_sub(free) as f64 / dt;
-                self.rate = if self.rate == 0.0 {
-                    used
-                } else {
-                    0.8 * self.rate + 0.2 * used
-                };
+                // Peak-hold with slow decay: a burst (a chunk merge) must not be averaged away.
+                self.rate = used.max(0.95 * self.rate);
             }
         }
         self.last = Some((now, free));
@@ -131,6 +131,6 @@ mod tests {
         let err = preflight(dir.path(), u64::MAX).unwrap_err();
         assert!(err.to_string().contains("full"), "{err}");
         preflight(dir.path(), 0).unwrap();
-        assert!(!dir.path().join(".grabd-write-test").exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }
