@@ -34,8 +34,9 @@ pub fn rfc3339_ms(unix_us: i64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-/// Paces a real-time source: `wait` sleeps until the next period is due. A source that
-/// falls behind continues one period after its late tick instead of bursting.
+/// Paces a real-time source like a camera's sensor clock: ticks stay on a fixed
+/// schedule (a tick that is a little late does not shift the ones after it); a source
+/// more than a whole period behind skips the ticks it missed instead of bursting.
 #[derive(Debug)]
 pub struct Pacer {
     period_us: i64,
@@ -60,6 +61,10 @@ impl Pacer {
         if due > now {
             std::thread::sleep(std::time::Duration::from_micros((due - now).unsigned_abs()));
         }
-        self.next_due_us = Some(due.max(now) + self.period_us);
+        let mut next = due + self.period_us;
+        if now > next {
+            next = now + self.period_us;
+        }
+        self.next_due_us = Some(next);
     }
 }
