@@ -681,7 +681,9 @@ fn stream_loop(
     // Once stopping, only the frames queued at that moment are still taken.
     let mut left_at_stop: Option<usize> = None;
     loop {
-        if let Some(through) = shared.overdue(index) {
+        // Only a stream with nothing queued is silent: one that is merely behind (a
+        // backlog, a slow encoder) will reach the boundary and must not lose its frames.
+        if let Some(through) = rx.is_empty().then(|| shared.overdue(index)).flatten() {
             tracing::warn!(
                 stream = name,
                 chunk = through - 1,

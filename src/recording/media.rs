@@ -89,6 +89,20 @@ pub struct MuxerSettings {
     /// Hand every written cluster to the kernel at once instead of buffering it in
     /// libavformat's AVIO buffer (where an fsync cannot reach it).
     pub flush_packets: bool,
+    /// CRC-32 elements in every cluster. Worth it in the final file a user keeps; the
+    /// intermediate parts and chunks skip it (a fifth of a remux's CPU, and libav's
+    /// demuxer does not check it when salvaging anyway).
+    pub write_crc32: bool,
+}
+
+impl MuxerSettings {
+    /// The settings for intermediate files (parts, chunks).
+    pub fn intermediate(self) -> Self {
+        MuxerSettings {
+            write_crc32: false,
+            ..self
+        }
+    }
 }
 
 impl Default for MuxerSettings {
@@ -96,6 +110,7 @@ impl Default for MuxerSettings {
         MuxerSettings {
             cluster_time_limit_ms: 500,
             flush_packets: true,
+            write_crc32: true,
         }
     }
 }
@@ -122,6 +137,9 @@ pub fn write_mkv_header(
     if settings.flush_packets {
         opts.set("flush_packets", "1");
     }
+    if !settings.write_crc32 {
+        opts.set("write_crc32", "0");
+    }
     let leftover = octx
         .write_header_with(opts)
         .map_err(|e| Error::media(format!("write header of {}", path.display()), e))?;
@@ -139,6 +157,39 @@ pub fn write_mkv_header(
 pub fn open_input(path: &Path) -> Result<format::context::Input> {
     ensure_init();
     format::input(&path).map_err(|e| Error::media(format!("open {}", path.display()), e))
+}
+
+/// Open one of grabd's own Matroska files for packet copy. Its track headers carry
+/// the codec parameters, so the stream probing of [`open_input`] (which decodes
+/// frames: ~30 ms per FFV1 chunk) is skipped.
+pub fn open_for_copy(path: &Path) -> Result<format::context::Input> {
+    use std::os::unix::ffi::OsStrExt;
+    ensure_init();
+    let c_path =
+        std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::BadFile {
+            path: path.to_owned(),
+            reason: "path holds a NUL byte".into(),
+        })?;
+    let mut ctx = std::ptr::null_mut();
+    // SAFETY: `ctx` starts null as avformat_open_input requires; on success it owns a
+    // context that `Input::wrap` takes over (and closes on drop); on failure libav
+    // frees it and leaves it null.
+    let ret = unsafe {
+        ffmpeg::ffi::avformat_open_input(
+            &mut ctx,
+            c_path.as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    };
+    if ret < 0 {
+        return Err(Error::media(
+            format!("open {}", path.display()),
+            ffmpeg::Error::from(ret),
+        ));
+    }
+    // SAFETY: `ctx` is a valid, opened input context (see above).
+    Ok(unsafe { format::context::Input::wrap(ctx) })
 }
 
 /// A global tag of an input file parsed as an integer.

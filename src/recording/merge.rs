@@ -15,7 +15,7 @@ use ffmpeg_next::{self as ffmpeg, format, Dictionary, Rational};
 use super::durable;
 use super::error::{Error, Result};
 use super::media::{
-    create_mkv, int_tag, open_input, read_packet, rescale, stream_title, write_mkv_header,
+    create_mkv, int_tag, open_for_copy, read_packet, rescale, stream_title, write_mkv_header,
     MuxerSettings, MICROS, TAG_CHUNK_START_US,
 };
 
@@ -47,6 +47,22 @@ struct InputTrack {
     out_index: usize,
     in_tb: Rational,
     head: Option<ffmpeg::Packet>,
+    dts: DtsTrack,
+}
+
+/// The next packet of stream `stream_index` of `input`, `None` at its end.
+fn next_packet_of(
+    input: &mut format::context::Input,
+    path: &Path,
+    stream_index: usize,
+    salvage: bool,
+) -> Result<Option<ffmpeg::Packet>> {
+    while let Some(packet) = read_packet(input, path, salvage)? {
+        if packet.stream() == stream_index {
+            return Ok(Some(packet));
+        }
+    }
+    Ok(None)
 }
 
 fn packet_time_us(packet: &ffmpeg::Packet, tb: Rational) -> i64 {
@@ -67,7 +83,7 @@ pub fn merge_stream_files(
     let mut tracks = Vec::new();
     let mut global_tags = Dictionary::new();
     for path in part_paths {
-        let mut input = match open_input(path) {
+        let mut input = match open_for_copy(path) {
             Ok(input) => input,
             Err(e) if salvage => {
                 tracing::warn!(error = %e, "skipping an unreadable part");
@@ -83,13 +99,7 @@ pub fn merge_stream_files(
         };
         let (stream_index, in_tb) = (stream.index(), stream.time_base());
         // Read ahead to the first packet of the part's stream: an empty part adds no track.
-        let head = loop {
-            match read_packet(&mut input, path, salvage)? {
-                Some(p) if p.stream() == stream_index => break Some(p),
-                Some(_) => continue,
-                None => break None,
-            }
-        };
+        let head = next_packet_of(&mut input, path, stream_index, salvage)?;
         if head.is_some() {
             tracks.push(InputTrack {
                 input,
@@ -98,6 +108,7 @@ pub fn merge_stream_files(
                 out_index: tracks.len(),
                 in_tb,
                 head,
+                dts: DtsTrack::default(),
             });
         }
     }
@@ -116,7 +127,7 @@ pub fn merge_stream_files(
                 .ok_or_else(|| bad_file(&track.path, "stream vanished"))?;
             add_copy_stream(&mut octx, &stream)?;
         }
-        write_mkv_header(&mut octx, &tmp, settings)?;
+        write_mkv_header(&mut octx, &tmp, settings.intermediate())?;
         let out_tbs: Vec<Rational> = octx.streams().map(|s| s.time_base()).collect();
         let mut counts = vec![0u64; tracks.len()];
         // k-way merge: always write the earliest pending packet next.
@@ -131,20 +142,20 @@ pub fn merge_stream_files(
             let Some(mut packet) = track.head.take() else {
                 break;
             };
+            track.head =
+                next_packet_of(&mut track.input, &track.path, track.stream_index, salvage)?;
             packet.rescale_ts(track.in_tb, out_tbs[track.out_index]);
+            let Some(dts) = track.dts.next(packet.pts(), packet.dts()) else {
+                tracing::warn!(part = %track.path.display(), "dropping a packet that decodes after it is shown");
+                continue;
+            };
+            packet.set_dts(Some(dts));
             packet.set_stream(track.out_index);
             packet.set_position(-1);
             packet
                 .write(&mut octx)
                 .map_err(|e| Error::media(format!("write {}", tmp.display()), e))?;
             counts[i] += 1;
-            track.head = loop {
-                match read_packet(&mut track.input, &track.path, salvage)? {
-                    Some(p) if p.stream() == track.stream_index => break Some(p),
-                    Some(_) => continue,
-                    None => break None,
-                }
-            };
         }
         octx.write_trailer()
             .map_err(|e| Error::media(format!("finish {}", tmp.display()), e))?;
@@ -196,9 +207,10 @@ fn add_copy_stream(
 }
 
 /// Keeps one track's decode timestamps non-decreasing across files. Matroska stores no
-/// DTS: on read-back the first packets of a file with B-frames have none (the demuxer
-/// guesses the rest), so a missing DTS continues from the last one, and none may go
-/// back in time or past its packet's PTS.
+/// DTS: read back, packets of a B-frame stream have none (or, after stream probing, a
+/// guess for all but the first), so a missing DTS continues from the last one, and none
+/// may go back in time or past its packet's PTS. Matroska keeps only the PTS, so this
+/// changes nothing in the files but what the muxer checks.
 #[derive(Debug, Clone, Copy, Default)]
 struct DtsTrack {
     last: Option<i64>,
@@ -247,7 +259,7 @@ impl ConcatWriter {
         // The recording's tags (origin...) come from its chunks, minus the chunk's start.
         let mut tags = Dictionary::new();
         if let Some(first) = templates.first() {
-            for (k, v) in open_input(first)?.metadata().iter() {
+            for (k, v) in open_for_copy(first)?.metadata().iter() {
                 if k != TAG_CHUNK_START_US && k.starts_with("GRABD_") {
                     tags.set(k, v);
                 }
@@ -259,7 +271,7 @@ impl ConcatWriter {
         octx.set_metadata(tags);
         let mut names: Vec<String> = Vec::new();
         for template in templates {
-            let input = open_input(template)?;
+            let input = open_for_copy(template)?;
             for stream in input.streams() {
                 let name = stream_title(&stream)
                     .ok_or_else(|| bad_file(template, "a track has no name"))?;
@@ -300,7 +312,7 @@ impl ConcatWriter {
     /// timeline.
     pub fn append(&mut self, chunk: &Path, mode: ReadMode) -> Result<()> {
         let salvage = mode == ReadMode::Salvage;
-        let mut input = open_input(chunk)?;
+        let mut input = open_for_copy(chunk)?;
         let offset_us = int_tag(&input, TAG_CHUNK_START_US)
             .ok_or_else(|| bad_file(chunk, "no chunk start tag"))?;
         let mut map = Vec::new();
@@ -381,7 +393,7 @@ pub fn list_chunks(recording_dir: &Path) -> Result<Vec<(i64, PathBuf)>> {
             .map_err(|e| Error::io("list", recording_dir, e))?
             .path();
         if path.extension().is_some_and(|e| e == "mkv") {
-            let input = open_input(&path)?;
+            let input = open_for_copy(&path)?;
             let start = int_tag(&input, TAG_CHUNK_START_US)
                 .ok_or_else(|| bad_file(&path, "no chunk start tag"))?;
             chunks.push((start, path));

@@ -120,7 +120,7 @@ impl PartWriter {
             // SAFETY: the stream was just created and its codecpar is valid.
             unsafe { (*(*stream.as_mut_ptr()).codecpar).codec_tag = 0 };
         }
-        write_mkv_header(&mut octx, &self.path, self.settings)?;
+        write_mkv_header(&mut octx, &self.path, self.settings.intermediate())?;
         let out_time_base = octx
             .stream(0)
             .map(|s| s.time_base())
