@@ -6,182 +6,25 @@
 //! Storage tests mount small tmpfs file systems (the tests run as root); each mount is
 //! undone by a guard on drop, and a test whose mount fails is skipped with the reason.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::cli::{entries, grabd, read_json, signal, verify, Rig, Run, CONFIG, HEAVY_CONFIG};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-const BIN: &str = env!("CARGO_BIN_EXE_grabd");
-
-const CONFIG: &str = r#"
-[recording]
-chunk_length_s = 1.0
-
-[[stream]]
-name = "rgb"
-kind = "video"
-width = 160
-height = 100
-fps = 25
-codec = "libx264"
-bitrate = 300000
-input_pixel_format = "rgb24"
-output_pixel_format = "yuv420p"
-options = { preset = "ultrafast", bf = "0", g = "25" }
-
-[[stream]]
-name = "depth"
-kind = "video"
-width = 80
-height = 50
-fps = 25
-codec = "ffv1"
-bitrate = 0
-input_pixel_format = "gray16le"
-output_pixel_format = "gray16le"
-
-[[stream]]
-name = "imu"
-kind = "data"
-rate_hz = 100
-batch_with = "rgb"
-"#;
-
-/// About 3 MB/s of recording (two 10 kHz IMUs in 50 Hz batches plus a small camera),
-/// with a 1 MiB free-space floor: fills a small tmpfs in seconds.
-const HEAVY_CONFIG: &str = r#"
-[recording]
-chunk_length_s = 1.0
-min_free_mb = 1
-
-[[stream]]
-name = "rgb"
-kind = "video"
-width = 160
-height = 100
-fps = 25
-codec = "libx264"
-bitrate = 300000
-input_pixel_format = "rgb24"
-output_pixel_format = "yuv420p"
-options = { preset = "ultrafast", bf = "0", g = "25" }
-
-[[stream]]
-name = "imu1"
-kind = "data"
-rate_hz = 10000
-batch_hz = 50
-
-[[stream]]
-name = "imu2"
-kind = "data"
-rate_hz = 10000
-batch_hz = 50
-"#;
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn last_line(&self) -> Option<&str> {
-        self.stdout.lines().rev().find(|l| !l.trim().is_empty())
-    }
-
-    /// The error of a failed run: exactly one non-empty line on stderr.
-    fn one_line_error(&self) -> &str {
-        let lines: Vec<&str> = self
-            .stderr
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .collect();
-        assert_eq!(
-            lines.len(),
-            1,
-            "expected a one-line error, got stderr:\n{}",
-            self.stderr
-        );
-        lines[0]
-    }
-}
-
-fn grabd<I, S>(args: I) -> Run
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<std::ffi::OsStr>,
-{
-    let out = Command::new(BIN)
-        .args(args)
-        .env_remove("GRABD_LOG")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run grabd");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-struct Rig {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    spool: PathBuf,
-    output: PathBuf,
-    config: PathBuf,
-}
-
 impl Rig {
-    fn new() -> Rig {
-        Rig::with_config(CONFIG)
-    }
-
-    fn with_config(config_text: &str) -> Rig {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().canonicalize().unwrap();
-        let config = root.join("grabd.toml");
-        fs::write(&config, config_text).unwrap();
-        Rig {
-            spool: root.join("spool"),
-            output: root.join("output"),
-            config,
-            root,
-            _tmp: tmp,
-        }
-    }
-
-    fn record_cmd(&self, config: &Path, spool: &Path, output: &Path, duration: &str) -> Command {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("record")
-            .arg("--config")
-            .arg(config)
-            .arg("--spool")
-            .arg(spool)
-            .arg("--output")
-            .arg(output)
-            .arg("--duration")
-            .arg(duration)
-            .env_remove("GRABD_LOG")
-            .stdin(Stdio::null());
-        cmd
-    }
-
     fn record(&self, duration: &str) -> Run {
-        let out = self
-            .record_cmd(&self.config, &self.spool, &self.output, duration)
-            .output()
-            .unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run::from(
+            self.record_cmd(&self.config, &self.spool, &self.output, duration)
+                .output()
+                .unwrap(),
+        )
     }
 
     fn spawn_record(&self, duration: &str) -> Child {
@@ -205,34 +48,6 @@ impl Rig {
             entries(&self.output)
         );
     }
-}
-
-/// What a folder holds, leaving out lock files (`.spool.lock`: empty, no data).
-fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| !(n.starts_with('.') && n.ends_with(".lock")))
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
-fn verify(mkv: &Path) -> Value {
-    let r = grabd(["verify".as_ref(), mkv.as_os_str()]);
-    let v: Value = serde_json::from_str(r.stdout.trim())
-        .unwrap_or_else(|e| panic!("verify printed no JSON ({e}): {}{}", r.stdout, r.stderr));
-    assert_eq!(r.code, 0, "verify {}: {v}\n{}", mkv.display(), r.stderr);
-    assert_eq!(v["ok"], true, "{v}");
-    assert_eq!(v["decode_errors"], 0, "{v}");
-    v
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
 }
 
 fn unix_us(t: SystemTime) -> i64 {
@@ -386,15 +201,11 @@ fn assert_config_refused(config_text: Option<&[u8]>, config_path: Option<&Path>,
     if let Some(text) = config_text {
         fs::write(&path, text).unwrap();
     }
-    let out = rig
-        .record_cmd(&path, &rig.spool, &rig.output, "2")
-        .output()
-        .unwrap();
-    let r = Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
+    let r = Run::from(
+        rig.record_cmd(&path, &rig.spool, &rig.output, "2")
+            .output()
+            .unwrap(),
+    );
     assert_eq!(r.code, 2, "{needle}: {}", r.stderr);
     let line = r.one_line_error();
     assert!(
@@ -506,15 +317,11 @@ fn output_on_a_read_only_file_system_exits_2_and_leaves_nothing() {
     };
     let sub = ro.join("recordings");
     for (spool, output) in [(&rig.spool, &ro), (&rig.spool, &sub), (&sub, &rig.output)] {
-        let out = rig
-            .record_cmd(&rig.config, spool, output, "2")
-            .output()
-            .unwrap();
-        let r = Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
+        let r = Run::from(
+            rig.record_cmd(&rig.config, spool, output, "2")
+                .output()
+                .unwrap(),
+        );
         assert_eq!(r.code, 2, "spool {spool:?} output {output:?}: {}", r.stderr);
         let line = r.one_line_error();
         assert!(line.contains("read-only"), "{line}");
@@ -543,15 +350,11 @@ fn a_full_file_system_is_refused_at_once() {
     let spool = small.join("spool");
     let output = small.join("output");
     let started = Instant::now();
-    let out = rig
-        .record_cmd(&rig.config, &spool, &output, "30")
-        .output()
-        .unwrap();
-    let r = Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
+    let r = Run::from(
+        rig.record_cmd(&rig.config, &spool, &output, "30")
+            .output()
+            .unwrap(),
+    );
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -581,11 +384,7 @@ fn fill_up(size: &str) -> String {
         .output()
         .unwrap();
     let took = started.elapsed();
-    let r = Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
+    let r = Run::from(out);
     assert_eq!(r.code, 2, "{size}: a full card must exit 2: {}", r.stderr);
     assert!(took < Duration::from_secs(50), "{size}: never stopped");
     let Some(path) = r.last_line() else {
@@ -673,7 +472,7 @@ fn sigint_and_sigterm_stop_cleanly_with_a_finished_file() {
             };
             std::thread::sleep(Duration::from_millis(300));
             let signalled = started.elapsed();
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+            signal(&child, sig);
             let t = Instant::now();
             let out = {
                 // Bounded wait: a hang must fail, not block the suite.
@@ -715,19 +514,7 @@ fn sigint_and_sigterm_stop_cleanly_with_a_finished_file() {
 /// Packet count per track title, read back by ffprobe (an independent reader); `None`
 /// when ffprobe is not installed.
 fn ffprobe_packets(mkv: &Path) -> Option<Vec<(String, u64)>> {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-count_packets",
-            "-show_entries",
-            "stream=index,nb_read_packets:stream_tags=title",
-            "-of",
-            "json",
-        ])
-        .arg(mkv)
-        .output()
-        .ok()?;
+    let out = common::ffprobe_count_packets(mkv).output().ok()?;
     if !out.status.success() {
         return None;
     }
@@ -737,16 +524,8 @@ fn ffprobe_packets(mkv: &Path) -> Option<Vec<(String, u64)>> {
             .as_array()?
             .iter()
             .map(|s| {
-                let title = s["tags"]["title"]
-                    .as_str()
-                    .or_else(|| s["tags"]["TITLE"].as_str())
-                    .unwrap_or_default()
-                    .to_owned();
-                let n = s["nb_read_packets"]
-                    .as_str()
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0);
-                (title, n)
+                let (title, n) = common::ffprobe_stream_count(s);
+                (title.unwrap_or_default().to_owned(), n.unwrap_or(0))
             })
             .collect(),
     )

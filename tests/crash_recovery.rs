@@ -9,114 +9,38 @@
 //! the process is dead, so nothing moves under the count), and the recovered media span
 //! is at least (kill time − start) − 1.5 s. The loss each run measured is printed.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
+use common::cli::{self, entries, grabd, names_in, read_json, signal, wait_new_dir, Rig, Run};
 use grabd::recording::{self, probe};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-const BIN: &str = env!("CARGO_BIN_EXE_grabd");
 const FRAME: Duration = Duration::from_millis(40);
 /// What a kill may cost at most (the issue's bound; measured values are printed).
 const MAX_LOSS: Duration = Duration::from_millis(1500);
 
-const CONFIG: &str = r#"
-[recording]
-chunk_length_s = 1.0
-
-[[stream]]
-name = "rgb"
-kind = "video"
-width = 160
-height = 100
-fps = 25
-codec = "libx264"
-bitrate = 300000
-input_pixel_format = "rgb24"
-output_pixel_format = "yuv420p"
-options = { preset = "ultrafast", bf = "0", g = "25" }
-
-[[stream]]
-name = "depth"
-kind = "video"
-width = 80
-height = 50
-fps = 25
-codec = "ffv1"
-bitrate = 0
-input_pixel_format = "gray16le"
-output_pixel_format = "gray16le"
-
-[[stream]]
-name = "imu"
-kind = "data"
-rate_hz = 100
-batch_with = "rgb"
-"#;
-
-/// A scratch spool + output + config. Neither folder exists until grabd makes it.
-struct Rig {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    spool: PathBuf,
-    output: PathBuf,
-    config: PathBuf,
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn lines(&self) -> Vec<&str> {
-        self.stdout
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .collect()
-    }
-}
-
 impl Rig {
-    fn new() -> Rig {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let root = tmp.path().canonicalize().expect("canonical tempdir");
-        let config = root.join("grabd.toml");
-        fs::write(&config, CONFIG).expect("write config");
-        Rig {
-            spool: root.join("spool"),
-            output: root.join("output"),
-            config,
-            root,
-            _tmp: tmp,
-        }
-    }
-
     /// Start `grabd record` for `duration_s`; its stdout/stderr go to `<label>.out/.err`.
     fn record(&self, label: &str, duration_s: f64) -> Child {
         let out = fs::File::create(self.root.join(format!("{label}.out"))).expect("stdout file");
         let err = fs::File::create(self.root.join(format!("{label}.err"))).expect("stderr file");
-        Command::new(BIN)
-            .arg("record")
-            .arg("--config")
-            .arg(&self.config)
-            .arg("--spool")
-            .arg(&self.spool)
-            .arg("--output")
-            .arg(&self.output)
-            .arg("--duration")
-            .arg(duration_s.to_string())
-            .env_remove("GRABD_LOG")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("spawn grabd record")
+        self.record_cmd(
+            &self.config,
+            &self.spool,
+            &self.output,
+            &duration_s.to_string(),
+        )
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("spawn grabd record")
     }
 
     fn log(&self, label: &str) -> String {
@@ -126,7 +50,7 @@ impl Rig {
     }
 
     fn recover(&self) -> Run {
-        run(&[
+        grabd([
             "recover".as_ref(),
             "--spool".as_ref(),
             self.spool.as_os_str(),
@@ -149,10 +73,7 @@ impl Rig {
 
     /// The spool's entries, leaving out its own lock file (empty, no data).
     fn spool_names(&self) -> Vec<String> {
-        names_in(&self.spool)
-            .into_iter()
-            .filter(|n| !(n.starts_with('.') && n.ends_with(".lock")))
-            .collect()
+        entries(&self.spool)
     }
 
     fn output_names(&self) -> Vec<String> {
@@ -182,60 +103,8 @@ impl Rig {
     }
 }
 
-fn run(args: &[&std::ffi::OsStr]) -> Run {
-    let out = Command::new(BIN)
-        .args(args)
-        .env_remove("GRABD_LOG")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run grabd");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn names_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
-
 fn id_of(dir: &Path) -> String {
     dir.file_name().unwrap().to_string_lossy().into_owned()
-}
-
-/// Wait for a recording folder of `child` (one not in `known`) to appear in `spool`.
-/// Returns it and when it was first seen: the reference "start" of the recording (the
-/// first frame comes after the folder, so times measured from here are conservative).
-fn wait_new_dir(spool: &Path, known: &[PathBuf], child: &mut Child) -> (PathBuf, Instant) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(rd) = fs::read_dir(spool) {
-            for entry in rd.flatten() {
-                let path = entry.path();
-                if path.is_dir() && !known.contains(&path) {
-                    return (path, Instant::now());
-                }
-            }
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("grabd record exited ({status}) before its recording folder appeared");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no recording folder appeared in {}",
-            spool.display()
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 /// SIGKILL `child` if it is still running. `true` when it was.
@@ -246,10 +115,6 @@ fn kill9(child: &mut Child) -> bool {
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
     true
-}
-
-fn signal(child: &Child, sig: nix::sys::signal::Signal) {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).expect("kill");
 }
 
 fn sleep_until(t: Instant) {
@@ -290,20 +155,10 @@ fn packets_on_disk(dir: &Path) -> BTreeMap<String, u64> {
     counts
 }
 
-/// `grabd verify` a file; panics unless it exits 0.
+/// `grabd verify` a file: it must exit 0 with every packet decoded, the manifest checked
+/// and nothing truncated.
 fn verify(mkv: &Path) -> Value {
-    let r = run(&["verify".as_ref(), mkv.as_os_str()]);
-    let v: Value = serde_json::from_str(r.stdout.trim())
-        .unwrap_or_else(|e| panic!("verify printed no JSON ({e}): {}\n{}", r.stdout, r.stderr));
-    assert_eq!(
-        r.code,
-        0,
-        "verify {} failed: {v}\n{}",
-        mkv.display(),
-        r.stderr
-    );
-    assert_eq!(v["ok"], true, "{v}");
-    assert_eq!(v["decode_errors"], 0, "{v}");
+    let v = cli::verify(mkv);
     assert_eq!(v["manifest_ok"], true, "{v}");
     assert_eq!(v["truncated"], false, "{v}");
     v
@@ -334,11 +189,6 @@ fn span(v: &Value) -> Duration {
         (Some(f), Some(l)) if l >= f => Duration::from_micros((l - f) as u64),
         _ => Duration::ZERO,
     }
-}
-
-fn read_json(path: &Path) -> Value {
-    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
 }
 
 /// What a killed recorder left, to be checked after recovery.

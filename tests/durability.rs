@@ -7,49 +7,16 @@
 //! and delete that matters is followed by an fsync of the directory holding it; nothing
 //! is deleted before what replaces it is durable.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::cli::{wait_new_dir, Rig, BIN};
 use grabd::recording::durable;
-
-const BIN: &str = env!("CARGO_BIN_EXE_grabd");
-
-const CONFIG: &str = r#"
-[recording]
-chunk_length_s = 1.0
-
-[[stream]]
-name = "rgb"
-kind = "video"
-width = 160
-height = 100
-fps = 25
-codec = "libx264"
-bitrate = 300000
-input_pixel_format = "rgb24"
-output_pixel_format = "yuv420p"
-options = { preset = "ultrafast", bf = "0", g = "25" }
-
-[[stream]]
-name = "depth"
-kind = "video"
-width = 80
-height = 50
-fps = 25
-codec = "ffv1"
-bitrate = 0
-input_pixel_format = "gray16le"
-output_pixel_format = "gray16le"
-
-[[stream]]
-name = "imu"
-kind = "data"
-rate_hz = 100
-batch_with = "rgb"
-"#;
 
 const TRACED: &str = "openat,creat,mkdir,mkdirat,rmdir,fsync,fdatasync,rename,renameat,renameat2,\
                       unlink,unlinkat,write,pwrite64,writev,pwritev";
@@ -414,67 +381,6 @@ fn strace_command(log: &Path) -> Option<Command> {
     }
 }
 
-struct Rig {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    spool: PathBuf,
-    output: PathBuf,
-    config: PathBuf,
-}
-
-impl Rig {
-    fn new() -> Rig {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().canonicalize().unwrap();
-        let config = root.join("grabd.toml");
-        fs::write(&config, CONFIG).unwrap();
-        Rig {
-            spool: root.join("spool"),
-            output: root.join("output"),
-            config,
-            root,
-            _tmp: tmp,
-        }
-    }
-
-    fn record_args(&self, cmd: &mut Command, duration: &str) {
-        cmd.arg("record")
-            .arg("--config")
-            .arg(&self.config)
-            .arg("--spool")
-            .arg(&self.spool)
-            .arg("--output")
-            .arg(&self.output)
-            .arg("--duration")
-            .arg(duration)
-            .env_remove("GRABD_LOG")
-            .stdin(Stdio::null());
-    }
-
-    fn recording_dir(&self) -> Option<PathBuf> {
-        fs::read_dir(&self.spool)
-            .ok()?
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.is_dir())
-    }
-}
-
-fn wait_for_dir(rig: &Rig, child: &mut Child) -> (PathBuf, Instant) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(dir) = rig.recording_dir() {
-            return (dir, Instant::now());
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "grabd record exited early"
-        );
-        assert!(Instant::now() < deadline, "no recording folder");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
 fn report(bad: &[String]) -> String {
     bad.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
 }
@@ -608,7 +514,7 @@ fn recover_follows_the_durability_protocol() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let (dir, t0) = wait_for_dir(&rig, &mut child);
+    let (dir, t0) = wait_new_dir(&rig.spool, &[], &mut child);
     let at = t0 + Duration::from_millis(1700);
     std::thread::sleep(at.saturating_duration_since(Instant::now()));
     child.kill().unwrap();

@@ -39,12 +39,7 @@ fn five_and_a_half_seconds_make_exactly_three_chunks() {
         vec![0, 2_000_000, 4_000_000],
         "chunk start tags on disk"
     );
-    let ids: Vec<&str> = report
-        .finalize
-        .chunks
-        .iter()
-        .map(|c| c.id.as_str())
-        .collect();
+    let ids = chunk_ids(&report);
     assert_eq!(ids, ["00000", "00001", "00002"]);
     for (info, (start, path)) in report.finalize.chunks.iter().zip(&chunks) {
         assert_eq!(&info.path, path);
@@ -99,11 +94,7 @@ fn five_and_a_half_seconds_make_exactly_three_chunks() {
 /// chunk 2 with a keyframe, 4.000 s opens chunk 3.
 #[test]
 fn frames_on_and_around_boundaries_land_in_the_right_chunk() {
-    let mut rig = Rig::start(
-        "edges",
-        vec![Spec::Video("rgb", rgb_config()), Spec::Data("imu")],
-        options(2000),
-    );
+    let mut rig = Rig::start("edges", rgb_and_imu_specs(rgb_config()), options(2000));
     let times_ms = [0, 1000, 1999, 2000, 2001, 3999, 4000];
     for (i, ms) in times_ms.iter().enumerate() {
         rig.push("rgb", T0 + ms * 1000, i as u64);
@@ -256,11 +247,7 @@ fn final_file_is_continuous_complete_and_decodable() {
 /// their payload bytes come back identical.
 #[test]
 fn imu_packets_sit_on_their_frames_times_with_identical_payloads() {
-    let mut rig = Rig::start(
-        "imu",
-        vec![Spec::Video("rgb", rgb_config()), Spec::Data("imu")],
-        options(1000),
-    );
+    let mut rig = Rig::start("imu", rgb_and_imu_specs(rgb_config()), options(1000));
     let frames = 80; // 3.2 s: 4 chunks
     for i in 0..frames {
         rig.push_all(&["rgb", "imu"], i);
@@ -349,12 +336,7 @@ fn start_chunk_callback_ids_name_the_chunk_files() {
         on_disk,
         ["cam7_part00.mkv", "cam7_part01.mkv", "cam7_part02.mkv"]
     );
-    let ids: Vec<&str> = report
-        .finalize
-        .chunks
-        .iter()
-        .map(|c| c.id.as_str())
-        .collect();
+    let ids = chunk_ids(&report);
     assert_eq!(ids, ["cam7_part00", "cam7_part01", "cam7_part02"]);
     let tracks = read_tracks(&rig.final_path);
     for name in ALL {
@@ -370,11 +352,7 @@ fn start_chunk_callback_ids_name_the_chunk_files() {
 #[test]
 fn b_frames_survive_merge_and_concat() {
     let rgb = rgb_config().with_option("bf", "2");
-    let mut rig = Rig::start(
-        "bframes",
-        vec![Spec::Video("rgb", rgb), Spec::Data("imu")],
-        options(1000),
-    );
+    let mut rig = Rig::start("bframes", rgb_and_imu_specs(rgb), options(1000));
     let frames = 75; // 3 s: 3 chunks
     for i in 0..frames {
         rig.push_all(&["rgb", "imu"], i);

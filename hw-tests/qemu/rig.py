@@ -8,6 +8,7 @@ table, and a closing `N passed, N failed` line. Standard library only.
 """
 import argparse
 import bisect
+import concurrent.futures
 import contextlib
 import ctypes
 import hashlib
@@ -138,6 +139,26 @@ class Guest:
                 out.append((t, text[len(f"@rig {word}"):].strip()))
         return out
 
+    def recordings(self):
+        """Each `grabd record` the guest ran, in order: begin/exit guest clock (s),
+        rc, printed file, and its stderr lines."""
+        out, cur = [], None
+        for _, text in self.lines:
+            if text.startswith("@rig rec-begin "):
+                cur = {"begin": int(text.split()[2]) / 1e6, "rc": None, "end": None,
+                       "file": "", "stderr": []}
+                out.append(cur)
+            elif cur is None:
+                continue
+            elif text.startswith("@rig log "):
+                cur["stderr"].append(text[len("@rig log "):])
+            elif text.startswith("@rig rec-exit "):
+                f = text.split()
+                cur["rc"], cur["end"] = int(f[2][3:]), int(f[3]) / 1e6
+            elif text.startswith("@rig rec-file"):
+                cur["file"] = text[len("@rig rec-file"):].strip()
+        return out
+
     def clock_offset(self):
         """host_time - guest_time in seconds, from the tick lines (min: the
         serial latency only ever adds), and the spread of the samples."""
@@ -167,17 +188,22 @@ class Card:
 
 
 @contextlib.contextmanager
-def snapshot_mount(rig, image, rw=False, copy=True):
-    """Copies `image` (unless copy=False), replays its journal, mounts it.
+def snapshot_mount(rig, image, rw=False, copy=True, tag="", precheck=False):
+    """Copies `image` (unless copy=False), replays its journal (as the kernel
+    would at mount), optionally checks the file system read-only, mounts it.
     Yields (mountpoint, snapshot_path)."""
     snap = image
     if copy:
-        snap = os.path.join(rig.work, "snap.img")
+        snap = os.path.join(rig.work, f"snap{tag}.img")
         sh(["cp", "--sparse=always", image, snap])
     r = sh(["e2fsck", "-E", "journal_only", "-y", snap], check=False)
     if r.returncode not in (0, 1):
         raise RuntimeError(f"e2fsck journal replay failed ({r.returncode}): {r.stdout[-300:]}")
-    mnt = os.path.join(rig.work, "mnt")
+    if precheck:
+        ok, tail = fsck_clean(snap)
+        if not ok:
+            raise RuntimeError(f"file system inconsistent after journal replay: {tail}")
+    mnt = os.path.join(rig.work, f"mnt{tag}")
     os.makedirs(mnt, exist_ok=True)
     opts = "loop" if rw else "loop,ro,noload"
     sh(["mount", "-t", "ext4", "-o", opts, snap, mnt])
@@ -188,6 +214,16 @@ def snapshot_mount(rig, image, rw=False, copy=True):
             if sh(["umount", mnt], check=False).returncode == 0:
                 break
             time.sleep(0.2)
+
+
+def log_ts(line):
+    """Guest wall-clock seconds from the RFC 3339 timestamp that starts a grabd log line."""
+    m = re.match(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(\.\d+)?Z", line.strip())
+    if not m:
+        return None
+    import calendar
+    y, mo, d, h, mi, se = (int(x) for x in m.groups()[:6])
+    return calendar.timegm((y, mo, d, h, mi, se)) + float(m.group(7) or 0)
 
 
 def fsck_clean(image):
@@ -206,6 +242,7 @@ def sha256(path):
 class Rig:
     def __init__(self, a):
         self.a = a
+        a.fill_mb = 0
         self.qemu = shutil.which("qemu-system-x86_64")
         self.kernel, self.initrd = a.kernel, a.initrd
         self.grabd, self.logreplay = a.grabd, a.logreplay
@@ -220,6 +257,7 @@ class Rig:
         self.results = []      # (name, ok, reason)
         self.table = []        # (what, value)
         self.boot_times = []
+        self.locks = {f"-{i}": threading.Lock() for i in range(a.jobs)}
 
     # -- host-side checks ----------------------------------------------------
     def verify(self, mkv):
@@ -309,7 +347,7 @@ class Rig:
         """origin + the last frame of the stream that ends first (worst stream)."""
         streams = v.get("streams") or []
         lasts = [s.get("last_pts_us") for s in streams if s.get("packets")]
-        if not lasts or v.get("origin_unix_us") is None:
+        if not lasts or not v.get("origin_unix_us"):
             return None
         return v["origin_unix_us"] + min(lasts)
 
@@ -324,50 +362,59 @@ class Rig:
         dur = 4
         seed = self.a.seed if self.a.seed is not None else int(time.time())
         rnd = random.Random(seed)
-        log(f"{name}: {ncuts} cuts, {dur} s recordings, seed {seed}")
+        log(f"{name}: {ncuts} cuts, {dur} s recordings, 1 s chunks, seed {seed}")
         card = Card(os.path.join(self.work, "powercut.img"), 256)
+        states = open(os.path.join(self.logdir, "powercut-states.log"), "w")
         registry = {}          # recording id -> (sha mkv, sha json), finished and checked
         pending = None         # the last cut, waiting for the next boot's recovery
         fails, losses, phases, cuts = [], [], {}, []
-        startup, total = 1.0, dur + 1.5   # refined by the calibration boot
+        lag, stop_len = 0.3, 1.0   # "recording started" -> first frame; "stopping" -> exit
+        lag_ts = 0.0               # origin - timestamp of grabd's "recording started" line
         kinds = ["mid-chunk", "finalize", "stop", "concat"]
         for k in range(ncuts + 2):
             last = k == ncuts + 1
             g = self.boot(f"powercut-{k:03d}", "powercut",
-                          {"duration": dur, "record": 0 if last else 1}, [card.drive()], 150)
-            rb = g.wait_for(r"^@rig (rec-begin (\d+)|hold|mountfail)")
+                          {"duration": dur, "record": 0 if last else 1}, [card.drive()], 90)
+            rb = g.wait_for(r"^@rig (rec-begin|hold|mountfail)")
             self.note_boot(g)
-            if not rb or not rb[1].group(2) and not last:
+            if not rb or (rb[1].group(1) != "rec-begin" and not last):
                 g.kill()
                 fails.append(f"boot {k}: guest never started recording (see {g.logf.name})")
                 break
             target = None
             if k == 0:
-                ex = g.wait_for(r"^@rig rec-exit rc=(\d+) (\d+)", 60)
+                g.wait_for(r"^@rig rec-exit", 90)
                 time.sleep(0.5)
             elif last:
                 time.sleep(0.5)
             else:
                 target = kinds[(k - 1) % len(kinds)]
-                n_chunk = rnd.randrange(0, dur)
-                delay = {
-                    "mid-chunk": startup + n_chunk + rnd.uniform(0.3, 0.9),
-                    "finalize": startup + max(1, n_chunk) + rnd.uniform(0.0, 0.2),
-                    "stop": startup + dur + rnd.uniform(-0.05, 0.15),
-                    "concat": startup + dur + rnd.uniform(0.15, max(0.3, total - startup - dur + 0.1)),
-                }[target]
-                time.sleep(max(0.0, rb[0] + delay - time.time()))
+                if target in ("mid-chunk", "finalize"):
+                    ev = g.wait_for(r"^@rig log .*recording started", 30)
+                    n = rnd.randrange(0, dur) if target == "mid-chunk" else rnd.randrange(1, dur)
+                    off = rnd.uniform(0.3, 0.9) if target == "mid-chunk" else rnd.uniform(0.0, 0.2)
+                    at = (ev[0] if ev else time.time()) + lag + n + off
+                else:
+                    ev = g.wait_for(r"^@rig log .*stopping", dur + 30)
+                    f = rnd.uniform(0.0, 0.3) if target == "stop" else rnd.uniform(0.3, 1.1)
+                    at = (ev[0] if ev else time.time()) + f * stop_len
+                time.sleep(max(0.0, at - time.time()))
             cut_host = g.kill()
+            # the card exactly as the cut left it, for reproducing a failure by hand
+            sh(["cp", "--sparse=always", card.path, os.path.join(self.work, f"powercut-cut-{k:03d}.img")])
             off, spread = g.clock_offset()
             if off is None:
                 fails.append(f"boot {k}: no clock ticks from the guest")
                 break
             cut_guest = cut_host - off
-            rec_begin = int(rb[1].group(2)) / 1e6 if rb[1].group(2) else None
-            exits = [x for x in g.rig_lines("rec-exit")]
+            rec_begin = next((int(x[1].split()[0]) / 1e6 for x in g.rig_lines("rec-begin")), None)
+            t_started = next((t - off for t, x in g.rig_lines("log") if "recording started" in x), None)
+            ts_started = next((log_ts(x) for _, x in g.rig_lines("log") if "recording started" in x), None)
+            t_stopping = next((t - off for t, x in g.rig_lines("log") if "stopping" in x), None)
+            exits = g.rig_lines("rec-exit")
             exited = bool(exits) and exits[0][1].startswith("rc=0")
-            if k == 0 and exits:
-                total = int(exits[0][1].split()[1]) / 1e6 - rec_begin
+            if k == 0 and exits and t_stopping:
+                stop_len = exits[0][0] - off - t_stopping
             rec = [x[1] for x in g.rig_lines("recover-end")]
             if rec and not rec[0].startswith("rc=0"):
                 fails.append(f"boot {k}: guest grabd recover {rec[0]} "
@@ -378,6 +425,7 @@ class Rig:
             # -- check the card as the cut left it (after this boot's recovery)
             with snapshot_mount(self, card.path) as (mnt, snap):
                 st = self.listing(mnt)
+                states.write(f"--- after boot {k} (cut at guest {cut_guest:.3f}): {json.dumps(st)}\n")
                 for rid, (sm, sj) in registry.items():
                     if rid not in st["mkv"]:
                         fails.append(f"cut {k}: finished recording {rid} lost")
@@ -392,37 +440,35 @@ class Rig:
                             fails.append(f"cut {k - 1}: recovered {rid} fails verify: {v}")
                     if rid and rid in st["spool"]:
                         fails.append(f"cut {k - 1}: recovery left spool/{rid}: {st['spool'][rid]}")
-                    origin = v.get("origin_unix_us") / 1e6 if v and v.get("origin_unix_us") else None
-                    if k - 1 == 0 and origin and pending["rec_begin"]:
-                        startup = origin - pending["rec_begin"]
-                        log(f"{name}: calibration: first frame {startup:.2f} s after launch, "
-                            f"grabd ran {total:.2f} s for {dur} s of media")
+                    origin = v["origin_unix_us"] / 1e6 if v and v.get("origin_unix_us") else None
+                    if k - 1 == 0 and origin and pending["started"]:
+                        lag = origin - pending["started"]
+                        lag_ts = origin - (pending["started_ts"] or origin)
+                        log(f"{name}: calibration: first frame {lag:.2f} s after 'recording started', "
+                            f"{origin - pending['rec_begin']:.2f} s after launch; "
+                            f"'stopping' to exit {stop_len:.2f} s")
                     lm = self.last_media_us(v) if v else None
-                    end = pending["cut"] if origin is None else min(pending["cut"], origin + dur)
-                    if lm is not None:
-                        loss = end - lm / 1e6
-                    else:  # nothing survived: everything since launch is lost
-                        loss = end - (origin if origin else pending["rec_begin"])
-                    ph = pending["phase_hint"]
-                    if pending["exited"]:
-                        ph = "after-exit"
-                    elif ph is None:
-                        cm = pending["cut"] - origin if origin else -1
-                        if cm < 0:
-                            ph = "startup"
-                        elif cm < dur:
-                            ph = "finalize" if (cm % 1.0) < 0.25 else "mid-chunk"
-                        else:
-                            ph = "concat" if pending["final_seen"] else "stop"
+                    est = ""
+                    if origin is None and pending["started_ts"]:
+                        # nothing survived: the first frame's time from grabd's own
+                        # "recording started" log line (guest clock) and the calibration
+                        origin, est = pending["started_ts"] + lag_ts, " (origin estimated)"
+                    elif origin is None:
+                        origin, est = pending["rec_begin"], " (origin = launch)"
+                    end = min(pending["cut"], origin + dur)
+                    loss = end - (lm / 1e6 if lm is not None else origin)
+                    ph = self.cut_phase(pending, origin, dur)
                     if k - 1 > 0:
                         losses.append(loss)
                         phases[ph] = phases.get(ph, 0) + 1
                         cuts.append((k - 1, ph, pending["target"], loss))
                     log(f"{name}: cut {k - 1:3d} target={pending['target'] or '-':9s} "
-                        f"phase={ph:10s} loss={loss:6.3f} s id={rid} "
+                        f"phase={ph:10s} loss={loss:6.3f} s{est} id={rid} "
                         f"clock-spread={pending['spread'] * 1000:.1f} ms")
+                    states.write(f"cut {k - 1}: phase {ph} loss {loss:.3f} verify {json.dumps(v)}\n")
                     if loss > LOSS_LIMIT_S:
-                        fails.append(f"cut {k - 1} ({ph}): lost {loss:.3f} s > {LOSS_LIMIT_S} s")
+                        fails.append(f"cut {k - 1} ({ph}): lost {loss:.3f} s{est} > {LOSS_LIMIT_S} s "
+                                     f"(card as cut: target/qemu/work/powercut-cut-{k - 1:03d}.img)")
                     if rid and rid in st["mkv"] and v and v.get("ok"):
                         registry[rid] = self.file_shas(st["mkv"][rid])
                 # the recording this boot made (cut now, recovered by the next boot)
@@ -432,19 +478,21 @@ class Rig:
                 if len(current) > 1:
                     fails.append(f"cut {k}: more than one unfinished recording: {current}")
                 cid = current[0] if current else None
-                finalize_seen = cid in st["spool"] and any(f.endswith(".tmp") for f in st["spool"][cid])
-                final_seen = cid in st["mkv"] or any(t.startswith(str(cid)) for t in st["tmp"])
+                files = st["spool"].get(cid, [])
                 if exited and cid:
                     v = self.verify(st["mkv"][cid]) if cid in st["mkv"] else {"ok": False, "error": "missing"}
                     if not v.get("ok"):
                         fails.append(f"cut {k}: recording {cid} finished before the cut fails: {v}")
                 pending = None if last else {
                     "id": cid, "cut": cut_guest, "rec_begin": rec_begin, "exited": exited,
-                    "phase_hint": "finalize" if finalize_seen else None,
-                    "final_seen": final_seen, "target": target, "spread": spread}
+                    "started": t_started, "started_ts": ts_started, "stopping": t_stopping if t_stopping and t_stopping <= cut_guest else None,
+                    "chunk_tmp": any(f.endswith(".tmp") for f in files),
+                    "parts": any(f.endswith(".part") for f in files),
+                    "final": cid in st["mkv"], "target": target, "spread": spread}
             ok, tail = fsck_clean(snap)
             if not ok:
                 fails.append(f"cut {k}: file system not clean after journal replay: {tail}")
+        states.close()
         made = len(cuts)
         med = statistics.median(losses) if losses else float("nan")
         worst = max(losses) if losses else float("nan")
@@ -457,6 +505,20 @@ class Rig:
         if made < ncuts and not fails:
             fails.append(f"only {made} of {ncuts} cuts made")
         self.result(name, not fails, "; ".join(fails[:5]) + (f" (+{len(fails) - 5} more)" if len(fails) > 5 else ""))
+
+    @staticmethod
+    def cut_phase(c, origin, dur):
+        """Where in the recording the cut fell, from the clock and the card's state."""
+        if c["exited"]:
+            return "after-exit"
+        if c["stopping"] is not None or (origin and c["cut"] - origin >= dur):
+            # stopping: encoders flushed, last chunk merged, appended to the final file
+            return "concat" if c["final"] or not c["parts"] else "stop"
+        if origin is None or c["cut"] < origin:
+            return "startup"
+        if c["chunk_tmp"] or (c["cut"] - origin) % 1.0 < 0.25:
+            return "finalize"
+        return "mid-chunk"
 
     # -- scenario 2: replay the write log to every flush point ---------------
     def replay_entries(self, logimg):
@@ -477,7 +539,7 @@ class Rig:
         with open(logimg, "wb") as f:
             f.truncate(1 << 30)
         ldrive = f"file={logimg},format=raw,if=virtio,cache=unsafe,index=1"
-        g = self.boot("flushlog", "flushlog", {"duration_a": 2, "duration_b": 4, "mark_s": 0.2},
+        g = self.boot("flushlog", "flushlog", {"duration_a": 2, "duration_b": 20 if self.a.full else 6, "mark_ms": 50},
                       [card.drive(0), ldrive], 240)
         end = g.wait_for(r"^@rig end")
         g.finish(10)
@@ -490,6 +552,14 @@ class Rig:
         if not g.rig_lines("lw-removed"):
             return self.result(name, False, "dm-log-writes device was not removed cleanly")
         entries = self.replay_entries(logimg)
+        # Self-check of the replayer: the whole log onto the base must give back
+        # the card exactly as the guest left it.
+        whole = os.path.join(self.work, "flush-replayed.img")
+        sh(["cp", "--sparse=always", base, whole])
+        sh([self.logreplay, "replay", logimg, whole, "--to", str(len(entries) - 1)])
+        if sh(["cmp", "-s", whole, card.path], check=False).returncode != 0:
+            return self.result(name, False, "replaying the whole log does not reproduce the card")
+        os.unlink(whole)
         info = sh([self.logreplay, "info", logimg]).stdout.split()
         info = dict(zip(info[::2], info[1::2]))
         # reference: the card as grabd left it
@@ -531,47 +601,86 @@ class Rig:
         log(f"{name}: log has {len(entries)} entries, {len(points)} flush/FUA points, "
             f"{info.get('marks')} marks, {int(info.get('data_bytes', 0)) >> 20} MiB data; "
             f"checking {len(sample)}")
-        state = os.path.join(self.work, "state.img")
-        fails, worst, checked, t0 = [], 0.0, 0, time.time()
-        worst_at = None
-        for p in sample:
-            sh(["cp", "--sparse=always", base, state])
-            sh([self.logreplay, "replay", logimg, state, "--to", str(p)])
-            t_hi = next((t for i, t in times if i > p), float("inf"))
-            bad = []
+        ctx = {"base": base, "log": logimg, "points": points, "times": times, "ref": ref,
+               "done": done, "ida": ida, "idb": idb}
+        fails, losses, checked, t0 = [], [], 0, time.time()
+        jobs = self.a.jobs
+        with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+            futs = [pool.submit(self.flush_state, ctx, p, f"-{i % jobs}") for i, p in enumerate(sample)]
+            # states with the same tag share files; flush_state takes the tag's lock
+            for p, fu in zip(sample, futs):
+                bad, lost = fu.result()
+                checked += 1
+                losses += lost
+                if bad:
+                    if not fails:
+                        log(f"{name}: reproduce the first failing state: cp --sparse=always {base} S.img && "
+                            f"{self.logreplay} replay {logimg} S.img --to {p} && "
+                            f"e2fsck -E journal_only -y S.img && mount -o loop S.img /mnt")
+                    fails.append(f"entry {p}: " + "; ".join(bad))
+                    log(f"{name}: entry {p}: " + "; ".join(bad))
+        worst = max(losses, default=(0.0, None, False))
+        running = [x[0] for x in losses if x[2]]
+        flosses = running
+        worst, worst_at = worst[0], worst[1]
+        dt = time.time() - t0
+        self.table += [("flush-points: points in log / checked", f"{len(points)} / {checked} "
+                        f"({'all' if len(sample) == len(points) else 'sample'}; {dt / max(1, checked):.2f} s each)"),
+                       ("flush-points: failed states", str(len(fails))),
+                       ("flush-points: loss worst / median (s)",
+                        f"{worst:.3f} at entry {worst_at} / "
+                        f"{statistics.median(flosses) if flosses else float('nan'):.3f} "
+                        f"(cut just before the next flush; upper bound, marks every 50 ms)")]
+        self.result(name, not fails, f"{len(fails)} of {checked} states failed: " + "; ".join(fails[:3]))
+
+    def flush_state(self, ctx, p, tag):
+        """Replays the log to flush point p on a fresh copy of the base image and
+        checks it. Returns (problems, [(loss, p, recording_was_running)])."""
+        state = os.path.join(self.work, f"state{tag}.img")
+        points, times, ref, done = ctx["points"], ctx["times"], ctx["ref"], ctx["done"]
+        bad, lost = [], []
+        with self.locks[tag]:
+            sh(["cp", "--sparse=always", ctx["base"], state])
+            sh([self.logreplay, "replay", ctx["log"], state, "--to", str(p)])
+            # The state after flush point p lasts until the next flush point is
+            # logged; a cut just before that loses the most. That moment is bounded
+            # by the first clock mark logged after it (marks every 50 ms).
+            j = bisect.bisect_right(points, p)
+            nxt = points[j] if j < len(points) else None
+            t_hi = float("inf") if nxt is None else next((t for i, t in times if i > nxt), float("inf"))
             try:
-                with snapshot_mount(self, state, rw=True, copy=False) as (mnt, _):
+                with snapshot_mount(self, state, rw=True, copy=False, tag=tag, precheck=True) as (mnt, _):
                     pre = self.listing(mnt)
                     for rid, r in ref.items():
                         if rid in pre["mkv"] and sha256(pre["mkv"][rid]) != r["shas"][0]:
                             bad.append(f"finished file {rid} differs from the final one before recovery")
-                    if p > done["doneA"] and ida not in pre["mkv"]:
-                        bad.append(f"{ida} finished before this point but is missing")
-                    if p > done["doneB"] and idb not in pre["mkv"]:
-                        bad.append(f"{idb} finished before this point but is missing")
-                    rc, paths, err = self.recover(mnt)
+                    # previous-or-next rule: only after the mark that follows grabd's
+                    # exit must the finished file be there
+                    if p > done["doneA"] and ctx["ida"] not in pre["mkv"]:
+                        bad.append(f"{ctx['ida']} finished before this point but is missing")
+                    if p > done["doneB"] and ctx["idb"] not in pre["mkv"]:
+                        bad.append(f"{ctx['idb']} finished before this point but is missing")
+                    rc, _, err = self.recover(mnt)
                     if rc != 0:
                         bad.append(f"recover rc={rc}: {err[-200:]}")
                     post = self.listing(mnt)
                     for rid in post["spool"]:
                         bad.append(f"spool/{rid} left after recovery: {post['spool'][rid][:5]}")
+                    verified = {}
                     for rid, path in post["mkv"].items():
-                        v = self.verify(path)
+                        v = verified[rid] = self.verify(path)
                         if not v.get("ok"):
                             bad.append(f"{rid} fails verify: {v}")
-                            continue
-                        if rid not in ref:
+                        elif rid not in ref:
                             bad.append(f"unexpected recording {rid}")
                     for rid, r in ref.items():
                         if r["origin"] >= t_hi:
                             continue
                         endt = min(t_hi, r["origin"] + r["dur"])
-                        lm = None
-                        if rid in post["mkv"]:
-                            lm = self.last_media_us(self.verify(post["mkv"][rid]))
+                        v = verified.get(rid)
+                        lm = self.last_media_us(v) if v and v.get("ok") else None
                         loss = endt - (lm / 1e6 if lm else r["origin"])
-                        if loss > worst:
-                            worst, worst_at = loss, p
+                        lost.append((loss, p, r["origin"] + r["dur"] > t_hi))
                         if loss > LOSS_LIMIT_S:
                             bad.append(f"{rid} lost {loss:.3f} s")
             except RuntimeError as e:
@@ -579,28 +688,31 @@ class Rig:
             ok, tail = fsck_clean(state)
             if not ok:
                 bad.append(f"fsck after recovery: {tail}")
-            checked += 1
-            if bad:
-                fails.append(f"entry {p}: " + "; ".join(bad))
-                log(f"{name}: entry {p}: " + "; ".join(bad))
-        dt = time.time() - t0
-        self.table += [("flush-points: points in log / checked", f"{len(points)} / {checked} "
-                        f"({'all' if len(sample) == len(points) else 'sample'}; {dt / max(1, checked):.2f} s each)"),
-                       ("flush-points: failed states", str(len(fails))),
-                       ("flush-points: worst loss (s)", f"{worst:.3f} at entry {worst_at} (mark-time upper bound)")]
-        self.result(name, not fails, f"{len(fails)} of {checked} states failed: " + "; ".join(fails[:3]))
+        return bad, lost
 
     # -- scenario 3: the card fills up ----------------------------------------
     def disk_full(self):
         name = "disk-full"
         card = Card(os.path.join(self.work, "full.img"), self.a.card_mb)
-        if self.a.fill_mb:
-            with snapshot_mount(self, card.path, rw=True, copy=False) as (mnt, _):
-                with open(os.path.join(mnt, "filler.bin"), "wb") as f:
-                    for _ in range(self.a.fill_mb):
-                        f.write(os.urandom(1 << 20))
-        g = self.boot("diskfull", "diskfull", {"duration_keep": 2, "duration_fill": 900},
-                      [card.drive()], 900)
+        # Other data on the card, so that the recording starts this far above
+        # grabd's own floor (min_free_mb, 32 MiB by default) and fills in about
+        # a minute instead of ten.
+        with snapshot_mount(self, card.path, rw=True, copy=False) as (mnt, _):
+            sv = os.statvfs(mnt)
+            free = sv.f_bavail * sv.f_frsize
+            fill = max(0, free - ((self.a.floor_mb + self.a.headroom_mb) << 20))
+            with open(os.path.join(mnt, "filler.bin"), "wb") as f:
+                left = fill
+                while left > 0:
+                    n = min(left, 1 << 20)
+                    f.write(os.urandom(n))
+                    left -= n
+                os.fsync(f.fileno())
+            self.a.fill_mb = fill >> 20
+        log(f"{name}: {self.a.card_mb} MB card, {free >> 20} MiB free after mkfs, "
+            f"{fill >> 20} MiB of other data: {(free - fill) >> 20} MiB left for grabd")
+        g = self.boot("diskfull", "diskfull", {"duration_keep": 2, "duration_fill": 240},
+                      [card.drive()], 420)
         end = g.wait_for(r"^@rig end")
         g.finish(10)
         self.note_boot(g)
@@ -621,10 +733,16 @@ class Rig:
         refuse_s = (exits[2][1] - begins[2]) / 1e6
         if exits[1][0] not in ("rc=0", "rc=2"):
             bad.append(f"filling recording exited {exits[1][0]}")
+        if fill_s >= 240:
+            bad.append("the filling recording ran its whole 240 s: it never stopped for space")
         if exits[2][0] != "rc=2":
             bad.append(f"recording on the full card exited {exits[2][0]}, want rc=2")
         if refuse_s > 5:
             bad.append(f"refusal took {refuse_s:.1f} s")
+        recs = g.recordings()
+        refusal_err = recs[2]["stderr"] if len(recs) == 3 else []
+        if len(refusal_err) != 1:
+            bad.append(f"refusal should be one stderr line, got {len(refusal_err)}: {refusal_err[-3:]}")
         fill_bytes = None
         with snapshot_mount(self, card.path) as (mnt, snap):
             st = self.listing(mnt)
@@ -653,11 +771,13 @@ class Rig:
         ok, tail = fsck_clean(snap)
         if not ok:
             bad.append(f"fsck: {tail}")
-        msg = errs[-1] if errs else "(no stderr)"
-        log(f"{name}: filled for {fill_s:.1f} s, {exits[1][0]}, message: {errs[0] if len(errs) > 1 else msg}")
-        log(f"{name}: refused in {refuse_s:.2f} s with: {msg}; df: {dfs}; spool leftovers: {leftovers}")
+        def last(r):
+            return r["stderr"][-1] if r["stderr"] else "(no stderr)"
+        log(f"{name}: filled for {fill_s:.1f} s, {exits[1][0]}, last message: {last(recs[1])}")
+        log(f"{name}: next recording ended after {refuse_s:.2f} s ({exits[2][0]}), "
+            f"last message: {last(recs[2])}; df: {dfs}; spool leftovers: {leftovers}")
         self.table += [("disk-full: bytes in the final file before full",
-                        f"{fill_bytes} ({self.a.card_mb} MB card, {self.a.fill_mb} MB pre-filled, {fill_s:.0f} s)"),
+                        f"{fill_bytes} ({self.a.card_mb} MB card, {self.a.fill_mb} MiB other data, recorded {fill_s:.0f} s)"),
                        ("disk-full: refusal on a full card (s)", f"{refuse_s:.2f} ({exits[2][0]})")]
         self.result(name, not bad, "; ".join(bad))
 
@@ -666,7 +786,7 @@ class Rig:
         name = "io-error"
         card = Card(os.path.join(self.work, "ioerr.img"), 128)
         g = self.boot("ioerror", "ioerror", {"duration_keep": 2, "fault_after": 3, "duration_after": 2},
-                      [card.drive()], 400)
+                      [card.drive()], 240)
         end = g.wait_for(r"^@rig end")
         g.finish(10)
         self.note_boot(g)
@@ -704,13 +824,16 @@ class Rig:
                     bad.append("recording finished before the fault changed or lost")
             else:
                 bad.append("no keep recording")
+            faulted = None
+            for line in g.recordings()[1]["stderr"]:
+                m = re.search(r"recording started id=(\S+)", line)
+                if m:
+                    faulted = m.group(1)
             for rid, p in st["mkv"].items():
                 v = self.verify(p)
                 if not v.get("ok"):
                     bad.append(f"{rid} fails verify: {v}")
-                    continue
-                o = v.get("origin_unix_us", 0) / 1e6
-                if o and o < t_fault < o + 60 and "/card/out/" + rid + ".mkv" not in files[:1]:
+                if rid == faulted:
                     lm = self.last_media_us(v)
                     loss = t_fault - lm / 1e6 if lm else None
             if loss is None:
@@ -774,13 +897,17 @@ def main():
     p.add_argument("--clk", required=True)
     p.add_argument("--standin", action="store_true")
     p.add_argument("--only", help="comma-separated scenario names")
-    p.add_argument("--full", action="store_true", help="long sweep: more cuts, every flush point")
+    p.add_argument("--full", action="store_true",
+                   help="long sweep: 60 cuts, a 20 s second recording in the write log, every flush point")
     p.add_argument("--cuts", type=int, help="power cuts (default 20, 60 with --full)")
     p.add_argument("--marks", type=int, help="flush points to check (default 200)")
     p.add_argument("--all-marks", action="store_true", help="check every flush point")
     p.add_argument("--seed", type=int, help="random seed for cut moments")
+    p.add_argument("--jobs", type=int, default=2, help="flush points checked in parallel")
     p.add_argument("--card-mb", type=int, default=64, help="disk-full card size")
-    p.add_argument("--fill-mb", type=int, default=0, help="disk-full: MB pre-filled by other data")
+    p.add_argument("--floor-mb", type=int, default=32, help="disk-full: grabd's min_free_mb")
+    p.add_argument("--headroom-mb", type=int, default=4,
+                   help="disk-full: MiB above the floor left free by other data")
     a = p.parse_args()
     ok = Rig(a).run()
     sys.exit(0 if ok else 1)

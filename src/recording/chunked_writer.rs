@@ -65,7 +65,7 @@ pub struct WriterOptions {
     /// How long after the first stream reached a boundary a silent or stuck stream is
     /// closed without it.
     pub rotation_grace: Duration,
-    /// How often open parts are fsynced.
+    /// How often the syncer looks for part files that grew (and fsyncs those).
     pub sync_interval: Duration,
     pub muxer: MuxerSettings,
     pub start_chunk_callback: Option<StartChunkCallback>,
@@ -80,7 +80,7 @@ impl Default for WriterOptions {
             chunk_length: Duration::from_secs(60),
             max_encoder_queue_size: 200,
             rotation_grace: Duration::from_secs(2),
-            sync_interval: Duration::from_millis(500),
+            sync_interval: Duration::from_millis(50),
             muxer: MuxerSettings::default(),
             start_chunk_callback: None,
             on_error: None,
@@ -460,7 +460,13 @@ impl ChunkedWriter {
             stopping: AtomicBool::new(false),
             start_chunk_callback: options.start_chunk_callback.clone(),
             on_error: options.on_error.clone(),
-            syncer: PartSyncer::start(options.sync_interval),
+            syncer: PartSyncer::start(
+                options.sync_interval,
+                options.on_error.clone().map(|callback| {
+                    Arc::new(move |what: &str| callback(&format!("part-sync ({what})")))
+                        as ErrorCallback
+                }),
+            ),
         });
         Ok(ChunkedWriter {
             shared,

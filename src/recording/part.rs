@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use ffmpeg_next::{self as ffmpeg, format, Dictionary, Rational};
 
+use super::chunked_writer::ErrorCallback;
 use super::durable;
 use super::encoder::StreamEncoder;
 use super::error::{Error, Result};
@@ -132,20 +133,19 @@ impl PartWriter {
         })
     }
 
-    /// Finish the file (Matroska trailer). No fsync here: the finalizer makes the merged
-    /// chunk durable, and until then the syncer's last pass bounds the loss. Returns
-    /// `None` when no packet was ever written (no file exists).
+    /// Finish the file (Matroska trailer) and hand it to the syncer for its last fsync
+    /// (never on this thread). Returns `None` when no packet was ever written (no file
+    /// exists).
     pub fn close(mut self) -> Result<Option<ClosedPart>> {
         let Some(mut open) = self.open.take() else {
             return Ok(None);
         };
-        if let Some(syncer) = &self.syncer {
-            syncer.unregister(&self.path);
-        }
-        open.octx
-            .write_trailer()
-            .map_err(|e| Error::media(format!("finish {}", self.path.display()), e))?;
+        let trailer = open.octx.write_trailer();
         drop(open);
+        if let Some(syncer) = &self.syncer {
+            syncer.release(&self.path);
+        }
+        trailer.map_err(|e| Error::media(format!("finish {}", self.path.display()), e))?;
         Ok(Some(ClosedPart {
             stream: self.stream_name.clone(),
             path: self.path.clone(),
@@ -157,37 +157,56 @@ impl PartWriter {
 impl Drop for PartWriter {
     fn drop(&mut self) {
         // A part dropped without close() (encoder failure) keeps what it holds on disk
-        // for the finalizer or recovery; only the syncer registration goes.
-        if self.open.is_some() {
+        // for the finalizer or recovery, synced one last time.
+        if self.open.take().is_some() {
             if let Some(syncer) = &self.syncer {
-                syncer.unregister(&self.path);
+                syncer.release(&self.path);
             }
         }
     }
 }
 
-/// fsyncs every open part file (and its directory, once) about every `interval`.
+/// Keeps part files durable while they grow. Every `interval` (50 ms by default) it
+/// looks at each open part's size and fsyncs the ones that grew, so a cluster is on
+/// the card within about one interval plus one fsync of being written, not one fixed
+/// period later. A part's directory is synced once when the part appears, and a part
+/// that is closed gets one last fsync at once (its trailer, and the data written since
+/// the last pass): the merged chunk that replaces it may be seconds away when the
+/// finalizer is busy.
 pub struct PartSyncer {
     state: Mutex<SyncState>,
     wake: Condvar,
     stop: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
+    on_error: Option<ErrorCallback>,
 }
 
 #[derive(Default)]
 struct SyncState {
-    files: HashMap<PathBuf, Option<File>>,
+    files: HashMap<PathBuf, Tracked>,
     dirs_to_sync: Vec<PathBuf>,
-    passes: u64,
+    fsyncs: u64,
+    failed: bool,
+}
+
+#[derive(Default)]
+struct Tracked {
+    file: Option<File>,
+    synced_len: u64,
+    /// Closed by its writer: sync once more, then forget.
+    released: bool,
 }
 
 impl PartSyncer {
-    pub fn start(interval: Duration) -> Arc<Self> {
+    /// Start the sync thread. `on_error` hears about the first failed fsync (with the
+    /// path), so the recording can stop instead of writing data that will not last.
+    pub fn start(interval: Duration, on_error: Option<ErrorCallback>) -> Arc<Self> {
         let syncer = Arc::new(PartSyncer {
             state: Mutex::new(SyncState::default()),
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
             thread: Mutex::new(None),
+            on_error,
         });
         let worker = Arc::clone(&syncer);
         let handle = std::thread::Builder::new()
@@ -195,9 +214,7 @@ impl PartSyncer {
             .spawn(move || worker.run(interval))
             .ok();
         if handle.is_none() {
-            tracing::error!(
-                "could not start the part sync thread; parts are synced only when closed"
-            );
+            tracing::error!("could not start the part sync thread; parts are not synced");
         }
         *lock(&syncer.thread) = handle;
         syncer
@@ -205,61 +222,108 @@ impl PartSyncer {
 
     fn register(&self, path: &Path) {
         let mut state = lock(&self.state);
-        state.files.insert(path.to_owned(), None);
+        state.files.insert(path.to_owned(), Tracked::default());
         if let Some(dir) = path.parent() {
             state.dirs_to_sync.push(dir.to_owned());
         }
+        self.wake.notify_all();
     }
 
-    fn unregister(&self, path: &Path) {
-        lock(&self.state).files.remove(path);
+    /// The writer is done with `path`: one last fsync, then it is no longer watched.
+    fn release(&self, path: &Path) {
+        if let Some(tracked) = lock(&self.state).files.get_mut(path) {
+            tracked.released = true;
+        }
+        self.wake.notify_all();
     }
 
-    /// Completed sync passes (for tests and benchmarks).
-    pub fn passes(&self) -> u64 {
-        lock(&self.state).passes
+    /// fsyncs of part files so far (for tests and benchmarks).
+    pub fn fsyncs(&self) -> u64 {
+        lock(&self.state).fsyncs
     }
 
     fn run(&self, interval: Duration) {
         loop {
             let mut state = lock(&self.state);
-            state = match self.wake.wait_timeout(state, interval) {
-                Ok((guard, _)) => guard,
-                Err(poisoned) => poisoned.into_inner().0,
-            };
-            if self.stop.load(Ordering::Acquire) {
-                return;
+            let nothing_released = !state.files.values().any(|t| t.released);
+            if nothing_released && state.dirs_to_sync.is_empty() {
+                state = match self.wake.wait_timeout(state, interval) {
+                    Ok((guard, _)) => guard,
+                    Err(poisoned) => poisoned.into_inner().0,
+                };
             }
-            // Take what to sync, then fsync without holding the lock: an fsync can
-            // stall for seconds and encoder threads register/unregister meanwhile.
-            let dirs = std::mem::take(&mut state.dirs_to_sync);
-            for (path, file) in state.files.iter_mut() {
-                if file.is_none() {
-                    *file = File::open(path).ok();
+            let stopping = self.stop.load(Ordering::Acquire);
+            // Pick what to sync under the lock, fsync without it: an fsync can stall
+            // for seconds while encoder threads register and release parts.
+            let mut dirs = std::mem::take(&mut state.dirs_to_sync);
+            dirs.dedup();
+            let mut due = Vec::new();
+            for (path, tracked) in state.files.iter_mut() {
+                if tracked.file.is_none() {
+                    tracked.file = File::open(path).ok();
+                }
+                let Some(file) = tracked.file.as_ref() else {
+                    continue;
+                };
+                let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+                if len != tracked.synced_len {
+                    if let Ok(clone) = file.try_clone() {
+                        due.push((path.clone(), clone, len));
+                    }
                 }
             }
-            let files: Vec<(PathBuf, File)> = state
+            let released: Vec<PathBuf> = state
                 .files
                 .iter()
-                .filter_map(|(p, f)| Some((p.clone(), f.as_ref()?.try_clone().ok()?)))
+                .filter(|(_, t)| t.released)
+                .map(|(p, _)| p.clone())
                 .collect();
             drop(state);
-            let mut dirs = dirs;
-            dirs.dedup();
+
+            let mut errors = Vec::new();
             for dir in dirs {
                 if let Err(e) = durable::sync_dir(&dir) {
-                    tracing::warn!(error = %e, "syncing a part directory failed");
+                    errors.push(e.to_string());
                 }
             }
-            for (path, file) in files {
-                if let Err(e) = file.sync_data() {
-                    tracing::warn!(path = %path.display(), error = %e, "fsync of a part failed");
+            let mut synced = Vec::new();
+            for (path, file, len) in due {
+                match file.sync_data() {
+                    Ok(()) => synced.push((path, len)),
+                    Err(e) => errors.push(format!("fsync {}: {e}", path.display())),
                 }
             }
-            lock(&self.state).passes += 1;
+
+            let mut state = lock(&self.state);
+            state.fsyncs += synced.len() as u64;
+            for (path, len) in synced {
+                if let Some(tracked) = state.files.get_mut(&path) {
+                    tracked.synced_len = len;
+                }
+            }
+            // A released part was synced in this pass (it was released before the pass
+            // looked at it), so it can go.
+            for path in released {
+                state.files.remove(&path);
+            }
+            let first_failure = !errors.is_empty() && !state.failed;
+            state.failed |= !errors.is_empty();
+            drop(state);
+            for e in &errors {
+                tracing::error!(error = %e, "part sync failed");
+            }
+            if first_failure {
+                if let Some(callback) = &self.on_error {
+                    callback(&errors[0]);
+                }
+            }
+            if stopping {
+                return;
+            }
         }
     }
 
+    /// Sync what is pending one last time and stop the thread.
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::Release);
         self.wake.notify_all();

@@ -54,8 +54,14 @@ pub fn record(
     duration: Option<Duration>,
     stop: &AtomicBool,
 ) -> Result<Outcome, RuntimeError> {
-    storage::preflight(spool, config.min_free_bytes)?;
-    storage::preflight(output, config.min_free_bytes)?;
+    let streams = config.stream_configs();
+    let mut guard = SpaceGuard::new(
+        config.min_free_bytes,
+        config.writer.chunk_length,
+        storage::expected_media_rate(&streams),
+    );
+    storage::preflight(spool, guard.reserve())?;
+    storage::preflight(output, guard.reserve())?;
 
     let failure: Arc<Mutex<Option<String>>> = Arc::default();
     let mut options = config.writer.clone();
@@ -66,13 +72,11 @@ pub fn record(
             .unwrap_or_else(|p| p.into_inner())
             .get_or_insert_with(|| format!("stream {stream} failed"));
     }));
-    let chunk_length = options.chunk_length;
-    let recording = Recording::start(spool, output, config.stream_configs(), options)?;
+    let recording = Recording::start(spool, output, streams, options)?;
     let sources_stop = Arc::new(AtomicBool::new(false));
     let sources = start_sources(config, &recording, &sources_stop, &failure);
 
     let started = Instant::now();
-    let mut guard = SpaceGuard::new(config.min_free_bytes, chunk_length);
     let mut last_space_check = Instant::now() - Duration::from_secs(1);
     let reason = loop {
         if stop.load(Ordering::Acquire) {

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::recording::durable;
+use crate::recording::{durable, StreamConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -66,31 +66,56 @@ pub fn preflight(dir: &Path, min_free: u64) -> Result<(), StorageError> {
 }
 
 /// Watches free space during a recording. The reserve it keeps is `min_free` plus what
-/// finishing takes. The measured consumption rate counts parts, merged chunks and the
-/// growing final file (about twice the media rate); finishing merges the last chunk and
-/// appends it (about one chunk's worth of that rate), and the recording goes on for up
-/// to a check interval plus the stop itself before that: so `rate × (1.5 × chunk + 2 s)`.
+/// finishing takes. The consumption rate counts parts, merged chunks and the growing
+/// final file (about twice the media rate); finishing merges the last chunk and appends
+/// it (about one chunk's worth of that rate), and the recording goes on for up to a
+/// check interval plus the stop itself before that: so `rate × (1.5 × chunk + 2 s)`.
+///
+/// The rate is the larger of an estimate from the stream configs (known before the
+/// first frame) and the measured one. Starting needs the same reserve as going on, so
+/// a card on which a recording stopped for space refuses the next one at once.
 pub struct SpaceGuard {
     min_free: u64,
     chunk_length: Duration,
     last: Option<(Instant, u64)>,
-    /// Bytes per second consumed, smoothed.
-    rate: f64,
+    /// Consumption estimated from the configs, bytes per second.
+    expected_rate: f64,
+    /// Consumption measured, bytes per second (peak-held, slowly decaying).
+    measured_rate: f64,
+}
+
+/// Media bytes per second a stream set is expected to write: the bit rate of lossy
+/// video (plus container overhead), a third of the raw size for lossless video, and a
+/// generous 20 kB/s for a data stream.
+pub fn expected_media_rate(streams: &[(String, StreamConfig)]) -> f64 {
+    streams
+        .iter()
+        .map(|(_, config)| match config {
+            StreamConfig::Video(v) if v.bitrate > 0 => v.bitrate as f64 / 8.0 * 1.2,
+            StreamConfig::Video(v) => {
+                let raw = v.input_frame_size().unwrap_or(0) as f64 * v.fps;
+                raw / 3.0
+            }
+            StreamConfig::Data(_) => 20_000.0,
+        })
+        .sum()
 }
 
 impl SpaceGuard {
-    pub fn new(min_free: u64, chunk_length: Duration) -> Self {
+    pub fn new(min_free: u64, chunk_length: Duration, expected_media_rate: f64) -> Self {
         SpaceGuard {
             min_free,
             chunk_length,
             last: None,
-            rate: 0.0,
+            expected_rate: 2.0 * expected_media_rate,
+            measured_rate: 0.0,
         }
     }
 
-    /// The reserve under which recording must stop.
+    /// The free space under which recording must stop (and may not start).
     pub fn reserve(&self) -> u64 {
-        self.min_free + (self.rate * (1.5 * self.chunk_length.as_secs_f64() + 2.0)) as u64
+        let rate = self.expected_rate.max(self.measured_rate);
+        self.min_free + (rate * (1.5 * self.chunk_length.as_secs_f64() + 2.0)) as u64
     }
 
     /// Record a free-space reading; `true` when the recording must stop now.
@@ -101,7 +126,7 @@ impl SpaceGuard {
             if dt > 0.0 {
                 let used = before.saturating_sub(free) as f64 / dt;
                 // Peak-hold with slow decay: a burst (a chunk merge) must not be averaged away.
-                self.rate = used.max(0.95 * self.rate);
+                self.measured_rate = used.max(0.95 * self.measured_rate);
             }
         }
         self.last = Some((now, free));
@@ -115,7 +140,7 @@ mod tests {
 
     #[test]
     fn guard_keeps_room_for_the_last_chunk() {
-        let mut g = SpaceGuard::new(10, Duration::from_secs(2));
+        let mut g = SpaceGuard::new(10, Duration::from_secs(2), 0.0);
         assert!(!g.must_stop(1_000_000));
         std::thread::sleep(Duration::from_millis(50));
         // Consuming fast: the reserve grows with the rate.
@@ -123,6 +148,23 @@ mod tests {
         assert!(g.reserve() > 10);
         assert_eq!(stop, 900_000 < g.reserve());
         assert!(g.must_stop(5));
+    }
+
+    #[test]
+    fn starting_needs_the_reserve_that_stops_a_recording() {
+        let streams = crate::config::Config::default_synthetic()
+            .unwrap()
+            .stream_configs();
+        let rate = expected_media_rate(&streams);
+        // rgb 4 Mb/s (0.6 MB/s with overhead) + FFV1 640x400x2x25 at a third of raw
+        // (4.27 MB/s) + IMU (0.02 MB/s).
+        assert!((4.8e6..5.0e6).contains(&rate), "{rate}");
+        let mut g = SpaceGuard::new(1 << 20, Duration::from_secs(1), rate);
+        let start_need = g.reserve();
+        assert!(start_need > (1 << 20) + (10 << 20), "{start_need}");
+        // Whenever a recording stops for space, a new start with the same need fails.
+        assert!(g.must_stop(start_need - 1));
+        assert!(!g.must_stop(u64::MAX / 2));
     }
 
     #[test]

@@ -1,11 +1,14 @@
 //! Shared helpers of the ChunkedWriter integration tests (`writer_timeline.rs`,
 //! `writer_faults.rs`): small stream configs, synthetic frames, a writer rig with a final
 //! output, and read-back of the files with libavformat (`ffmpeg_next`) and `ffprobe`.
+//! The tests of the `grabd` binary share [`cli`].
 //!
 //! Every claim the tests make about what was recorded comes from reading the files back
 //! here, never from the writer's own counters.
 
 #![allow(dead_code)]
+
+pub mod cli;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -77,6 +80,11 @@ pub fn standard_specs() -> Vec<Spec> {
         Spec::Video("depth", depth_config()),
         Spec::Data("imu"),
     ]
+}
+
+/// Two streams: rgb with `rgb` as its config, and imu (data).
+pub fn rgb_and_imu_specs(rgb: VideoStreamConfig) -> Vec<Spec> {
+    vec![Spec::Video("rgb", rgb), Spec::Data("imu")]
 }
 
 /// A packed raw frame of `config`'s input format whose bytes change with `i`.
@@ -239,6 +247,16 @@ impl Rig {
     }
 }
 
+/// The ids of the chunks the finalizer reports, in its order.
+pub fn chunk_ids(report: &WriterReport) -> Vec<&str> {
+    report
+        .finalize
+        .chunks
+        .iter()
+        .map(|c| c.id.as_str())
+        .collect()
+}
+
 /// One packet as read back.
 #[derive(Debug, Clone)]
 pub struct Pkt {
@@ -326,21 +344,35 @@ pub fn track_names(tracks: &[TrackRead]) -> Vec<String> {
     tracks.iter().map(|t| t.name.clone()).collect()
 }
 
+/// `ffprobe -count_packets` on `path`, printing every stream's index, packet count and
+/// title as JSON (read each stream of it with [`ffprobe_stream_count`]).
+pub fn ffprobe_count_packets(path: &Path) -> Command {
+    let mut cmd = Command::new("ffprobe");
+    cmd.args([
+        "-v",
+        "error",
+        "-count_packets",
+        "-show_entries",
+        "stream=index,nb_read_packets:stream_tags=title",
+        "-of",
+        "json",
+    ])
+    .arg(path);
+    cmd
+}
+
+/// One stream of [`ffprobe_count_packets`]' JSON: its title and packet count, where given.
+pub fn ffprobe_stream_count(s: &serde_json::Value) -> (Option<&str>, Option<u64>) {
+    let title = s["tags"]["title"]
+        .as_str()
+        .or_else(|| s["tags"]["TITLE"].as_str());
+    let n = s["nb_read_packets"].as_str().and_then(|n| n.parse().ok());
+    (title, n)
+}
+
 /// Packets per track name as counted by `ffprobe -count_packets` (an independent reader).
 pub fn ffprobe_packet_counts(path: &Path) -> BTreeMap<String, u64> {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-count_packets",
-            "-show_entries",
-            "stream=index,nb_read_packets:stream_tags=title",
-            "-of",
-            "json",
-        ])
-        .arg(path)
-        .output()
-        .expect("run ffprobe");
+    let out = ffprobe_count_packets(path).output().expect("run ffprobe");
     assert!(
         out.status.success(),
         "ffprobe failed on {}: {}",
@@ -353,16 +385,11 @@ pub fn ffprobe_packet_counts(path: &Path) -> BTreeMap<String, u64> {
         .expect("streams")
         .iter()
         .map(|s| {
-            let name = s["tags"]["title"]
-                .as_str()
-                .or_else(|| s["tags"]["TITLE"].as_str())
-                .expect("track title")
-                .to_owned();
-            let n = s["nb_read_packets"]
-                .as_str()
-                .and_then(|n| n.parse().ok())
-                .expect("nb_read_packets");
-            (name, n)
+            let (name, n) = ffprobe_stream_count(s);
+            (
+                name.expect("track title").to_owned(),
+                n.expect("nb_read_packets"),
+            )
         })
         .collect()
 }
