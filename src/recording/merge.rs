@@ -18,6 +18,7 @@ use super::media::{
     create_mkv, int_tag, open_for_copy, read_packet, rescale, stream_title, write_mkv_header,
     MuxerSettings, MICROS, TAG_CHUNK_START_US,
 };
+use super::probe::DecodeCheck;
 
 /// How to treat inputs that end early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +49,23 @@ struct InputTrack {
     in_tb: Rational,
     head: Option<ffmpeg::Packet>,
     dts: DtsTrack,
+    /// When salvaging video: every packet is decoded before it is kept, and the track
+    /// ends at the first one that does not decode (blocks a failing card never wrote).
+    check: Option<DecodeCheck>,
+}
+
+impl InputTrack {
+    /// Read the track's next packet into `head` (`None` at its end or its damage).
+    fn advance(&mut self, salvage: bool) -> Result<()> {
+        self.head = next_packet_of(&mut self.input, &self.path, self.stream_index, salvage)?;
+        if let (Some(packet), Some(check)) = (&self.head, self.check.as_mut()) {
+            if check.feed(Some(packet)).1 > 0 {
+                tracing::warn!(part = %self.path.display(), "salvage stops at a packet that does not decode");
+                self.head = None;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The next packet of stream `stream_index` of `input`, `None` at its end.
@@ -83,7 +101,7 @@ pub fn merge_stream_files(
     let mut tracks = Vec::new();
     let mut global_tags = Dictionary::new();
     for path in part_paths {
-        let mut input = match open_for_copy(path) {
+        let input = match open_for_copy(path) {
             Ok(input) => input,
             Err(e) if salvage => {
                 tracing::warn!(error = %e, "skipping an unreadable part");
@@ -98,18 +116,25 @@ pub fn merge_stream_files(
             continue;
         };
         let (stream_index, in_tb) = (stream.index(), stream.time_base());
+        let check = if salvage {
+            DecodeCheck::for_stream(&stream, path)?
+        } else {
+            None
+        };
+        let mut track = InputTrack {
+            input,
+            path: path.clone(),
+            stream_index,
+            out_index: tracks.len(),
+            in_tb,
+            head: None,
+            dts: DtsTrack::default(),
+            check,
+        };
         // Read ahead to the first packet of the part's stream: an empty part adds no track.
-        let head = next_packet_of(&mut input, path, stream_index, salvage)?;
-        if head.is_some() {
-            tracks.push(InputTrack {
-                input,
-                path: path.clone(),
-                stream_index,
-                out_index: tracks.len(),
-                in_tb,
-                head,
-                dts: DtsTrack::default(),
-            });
+        track.advance(salvage)?;
+        if track.head.is_some() {
+            tracks.push(track);
         }
     }
     if tracks.is_empty() {
@@ -142,8 +167,7 @@ pub fn merge_stream_files(
             let Some(mut packet) = track.head.take() else {
                 break;
             };
-            track.head =
-                next_packet_of(&mut track.input, &track.path, track.stream_index, salvage)?;
+            track.advance(salvage)?;
             packet.rescale_ts(track.in_tb, out_tbs[track.out_index]);
             let Some(dts) = track.dts.next(packet.pts(), packet.dts()) else {
                 tracing::warn!(part = %track.path.display(), "dropping a packet that decodes after it is shown");

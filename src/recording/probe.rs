@@ -85,15 +85,8 @@ pub fn inspect(
             ..Default::default()
         });
         time_bases.push(stream.time_base());
-        let decoder = if decode && params.medium() == media::Type::Video {
-            let context = ffmpeg::codec::context::Context::from_parameters(params)
-                .map_err(|e| Error::media("decoder parameters", e))?;
-            Some(
-                context
-                    .decoder()
-                    .video()
-                    .map_err(|e| Error::media(format!("open decoder for {}", path.display()), e))?,
-            )
+        let decoder = if decode {
+            DecodeCheck::for_stream(&stream, path)?
         } else {
             None
         };
@@ -128,48 +121,80 @@ pub fn inspect(
             }
         }
         if let Some(decoder) = decoders[i].as_mut() {
-            decode_into(decoder, Some(&packet), track);
+            let (frames, errors) = decoder.feed(Some(&packet));
+            track.frames_decoded += frames;
+            track.decode_errors += errors;
         }
     }
     for (decoder, track) in decoders.iter_mut().zip(summary.tracks.iter_mut()) {
         if let Some(decoder) = decoder.as_mut() {
-            decode_into(decoder, None, track);
+            let (frames, errors) = decoder.feed(None);
+            track.frames_decoded += frames;
+            track.decode_errors += errors;
         }
     }
     Ok(summary)
 }
 
-fn decode_into(
-    decoder: &mut ffmpeg::decoder::Video,
-    packet: Option<&ffmpeg::Packet>,
-    track: &mut TrackSummary,
-) {
-    let sent = match packet {
-        Some(p) => decoder.send_packet(p),
-        None => decoder.send_eof(),
-    };
-    if sent.is_err() {
-        track.decode_errors += 1;
-        return;
+/// Decodes one video track packet by packet, to count frames and find damage.
+pub(crate) struct DecodeCheck {
+    decoder: ffmpeg::decoder::Video,
+    frame: ffmpeg::frame::Video,
+}
+
+impl DecodeCheck {
+    /// A checker for `stream`, or `None` when it is not video (nothing to decode).
+    pub(crate) fn for_stream(
+        stream: &ffmpeg::format::stream::Stream,
+        path: &Path,
+    ) -> Result<Option<Self>> {
+        let params = stream.parameters();
+        if params.medium() != media::Type::Video {
+            return Ok(None);
+        }
+        let context = ffmpeg::codec::context::Context::from_parameters(params)
+            .map_err(|e| Error::media("decoder parameters", e))?;
+        let decoder = context
+            .decoder()
+            .video()
+            .map_err(|e| Error::media(format!("open decoder for {}", path.display()), e))?;
+        Ok(Some(DecodeCheck {
+            decoder,
+            frame: ffmpeg::frame::Video::empty(),
+        }))
     }
-    let mut frame = ffmpeg::frame::Video::empty();
-    loop {
-        match decoder.receive_frame(&mut frame) {
-            Ok(()) => {
-                if frame.is_corrupt() {
-                    track.decode_errors += 1;
+
+    /// Decode `packet` (`None`: drain at the end); returns (frames decoded, errors).
+    pub(crate) fn feed(&mut self, packet: Option<&ffmpeg::Packet>) -> (u64, u64) {
+        let sent = match packet {
+            Some(p) => self.decoder.send_packet(p),
+            None => self.decoder.send_eof(),
+        };
+        if sent.is_err() {
+            return (0, 1);
+        }
+        let (mut frames, mut errors) = (0, 0);
+        loop {
+            match self.decoder.receive_frame(&mut self.frame) {
+                Ok(()) => {
+                    frames += 1;
+                    if self.frame.is_corrupt() {
+                        errors += 1;
+                    }
                 }
-                track.frames_decoded += 1;
-            }
-            Err(ffmpeg::Error::Eof) => break,
-            Err(ffmpeg::Error::Other { errno }) if errno == nix::errno::Errno::EAGAIN as i32 => {
-                break
-            }
-            Err(_) => {
-                track.decode_errors += 1;
-                break;
+                Err(ffmpeg::Error::Eof) => break,
+                Err(ffmpeg::Error::Other { errno })
+                    if errno == nix::errno::Errno::EAGAIN as i32 =>
+                {
+                    break
+                }
+                Err(_) => {
+                    errors += 1;
+                    break;
+                }
             }
         }
+        (frames, errors)
     }
 }
 

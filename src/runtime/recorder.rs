@@ -60,6 +60,7 @@ pub fn record(
         config.writer.chunk_length,
         storage::expected_media_rate(&streams),
     );
+    storage::check_not_marked_full(output)?;
     storage::preflight(spool, guard.reserve())?;
     storage::preflight(output, guard.reserve())?;
 
@@ -106,6 +107,13 @@ pub fn record(
     sources_stop.store(true, Ordering::Release);
     join_sources(sources);
     let stopped = recording.stop()?;
+    if reason == StopReason::StorageFull {
+        // What finishing freed (the chunks) must not invite the next recording to
+        // fill the card again: ask for that much more than is free now.
+        let free = storage::free_bytes(spool)?.min(storage::free_bytes(output)?);
+        let freed_by_finishing = guard.reserve().saturating_sub(config.min_free_bytes);
+        storage::mark_full(output, free + freed_by_finishing.max(8 << 20))?;
+    }
     Ok(Outcome {
         finished: stopped.finished,
         reason,

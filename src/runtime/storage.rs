@@ -65,6 +65,43 @@ pub fn preflight(dir: &Path, min_free: u64) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// Left in the output folder when a recording stopped because storage ran low. Ending
+/// a recording frees its chunks again, so without it the next start would see room
+/// and fill the card to the same point; with it, recording resumes only once someone
+/// has freed space. Holds the free bytes needed to start again.
+const FULL_MARKER: &str = ".grabd-storage-full";
+
+/// Remember that `dir` ran full: starting again needs `need` bytes free.
+pub fn mark_full(dir: &Path, need: u64) -> Result<(), StorageError> {
+    durable::write_file(&dir.join(FULL_MARKER), need.to_string().as_bytes()).map_err(|e| {
+        StorageError::Unusable {
+            dir: dir.display().to_string(),
+            reason: e.to_string(),
+        }
+    })
+}
+
+/// Refuse to start while `dir` is marked full and no space has been freed since.
+pub fn check_not_marked_full(dir: &Path) -> Result<(), StorageError> {
+    let marker = dir.join(FULL_MARKER);
+    let Ok(text) = std::fs::read_to_string(&marker) else {
+        return Ok(());
+    };
+    let need: u64 = text.trim().parse().unwrap_or(0);
+    let free = free_bytes(dir)?;
+    if free < need {
+        return Err(StorageError::Full {
+            dir: dir.display().to_string(),
+            free_mb: free >> 20,
+            need_mb: need.div_ceil(1 << 20),
+        });
+    }
+    durable::remove_file(&marker).map_err(|e| StorageError::Unusable {
+        dir: dir.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
 /// Watches free space during a recording. The reserve it keeps is `min_free` plus what
 /// finishing takes. The consumption rate counts parts, merged chunks and the growing
 /// final file (about twice the media rate); finishing merges the last chunk and appends
@@ -165,6 +202,18 @@ mod tests {
         // Whenever a recording stops for space, a new start with the same need fails.
         assert!(g.must_stop(start_need - 1));
         assert!(!g.must_stop(u64::MAX / 2));
+    }
+
+    #[test]
+    fn a_folder_marked_full_refuses_until_space_is_freed() {
+        let dir = tempfile::tempdir().unwrap();
+        check_not_marked_full(dir.path()).unwrap();
+        mark_full(dir.path(), u64::MAX).unwrap();
+        let err = check_not_marked_full(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("full"), "{err}");
+        mark_full(dir.path(), 1).unwrap();
+        check_not_marked_full(dir.path()).unwrap();
+        assert!(!dir.path().join(FULL_MARKER).exists());
     }
 
     #[test]
