@@ -1010,3 +1010,61 @@ fn recover_racing_recordings_that_start_and_stop() {
             .join("\n")
     );
 }
+
+/// A failing card can leave blocks it never wrote inside a part (its size committed,
+/// its data not: zeros). Recovery must keep what decodes before the damage and nothing
+/// from the damage on, so the recovered file decodes with zero errors.
+#[test]
+fn recover_salvages_parts_only_up_to_damage() {
+    let rig = Rig::new();
+    let k = crash(&rig, "damaged", Duration::from_millis(2850));
+    let part = names_in(&k.dir)
+        .into_iter()
+        .find(|n| n.ends_with(".rgb.mkv.part"))
+        .map(|n| k.dir.join(n))
+        .expect("an rgb part in progress");
+    let probe = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "packet=size,pos", "-of", "csv=p=0"])
+        .arg(&part)
+        .output()
+        .expect("ffprobe");
+    // ffprobe prints a packet's size before its position, whatever the order asked.
+    let packets: Vec<(u64, u64)> = String::from_utf8_lossy(&probe.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (size, pos) = l.trim_end_matches(',').split_once(',')?;
+            Some((pos.parse().ok()?, size.parse().ok()?))
+        })
+        .collect();
+    assert!(packets.len() >= 4, "too few packets in {part:?}: {packets:?}");
+    // Zero the payload of the second packet of the part: what follows it can only be
+    // decoded from it, so all of it must go.
+    let (pos, size) = packets[1];
+    let mut bytes = fs::read(&part).unwrap();
+    for b in &mut bytes[(pos as usize + 4)..(pos + size) as usize] {
+        *b = 0;
+    }
+    fs::write(&part, &bytes).unwrap();
+    let in_chunks: u64 = names_in(&k.dir)
+        .iter()
+        .filter(|n| n.ends_with(".mkv") && !n.contains(".part"))
+        .map(|n| {
+            probe::inspect(&k.dir.join(n), false, None)
+                .unwrap()
+                .track("rgb")
+                .map_or(0, |t| t.packets)
+        })
+        .sum();
+
+    let r = rig.recover();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = verify(&rig.mkv_of(&k.dir));
+    assert_eq!(v["decode_errors"], 0, "{v}");
+    let rgb = stream_packets(&v, "rgb");
+    assert!(
+        rgb >= in_chunks + 1 && rgb < in_chunks + packets.len() as u64,
+        "rgb: {rgb} packets recovered; chunks held {in_chunks}, the damaged part {} (damage at \
+         its 2nd)",
+        packets.len()
+    );
+}
