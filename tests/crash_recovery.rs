@@ -1024,7 +1024,14 @@ fn recover_salvages_parts_only_up_to_damage() {
         .map(|n| k.dir.join(n))
         .expect("an rgb part in progress");
     let probe = std::process::Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "packet=size,pos", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "packet=size,pos",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(&part)
         .output()
         .expect("ffprobe");
@@ -1036,7 +1043,10 @@ fn recover_salvages_parts_only_up_to_damage() {
             Some((pos.parse().ok()?, size.parse().ok()?))
         })
         .collect();
-    assert!(packets.len() >= 4, "too few packets in {part:?}: {packets:?}");
+    assert!(
+        packets.len() >= 4,
+        "too few packets in {part:?}: {packets:?}"
+    );
     // Zero the payload of the second packet of the part: what follows it can only be
     // decoded from it, so all of it must go.
     let (pos, size) = packets[1];

@@ -21,6 +21,14 @@ pub enum RuntimeError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Recording(#[from] recording::Error),
+    /// Finishing failed after the recording had stopped for a failure: the first
+    /// failure is the one that explains it (the later one often follows from it, e.g.
+    /// a file system remounted read-only after an I/O error).
+    #[error("{why}; then finishing failed: {cause}")]
+    FinishAfterFailure {
+        why: String,
+        cause: recording::Error,
+    },
 }
 
 /// Why a recording ended.
@@ -106,7 +114,13 @@ pub fn record(
     tracing::info!(?reason, "stopping");
     sources_stop.store(true, Ordering::Release);
     join_sources(sources);
-    let stopped = recording.stop()?;
+    let stopped = recording.stop().map_err(|cause| match &reason {
+        StopReason::Failed(why) => RuntimeError::FinishAfterFailure {
+            why: why.clone(),
+            cause,
+        },
+        _ => RuntimeError::Recording(cause),
+    })?;
     if reason == StopReason::StorageFull {
         // What finishing freed (the chunks) must not invite the next recording to
         // fill the card again: ask for that much more than is free now.
