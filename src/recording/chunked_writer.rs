@@ -497,10 +497,6 @@ impl ChunkedWriter {
             .any(|s| s.name == stream_name && matches!(s.config, StreamConfig::Data(_)))
     }
 
-    pub fn stream_names(&self) -> impl Iterator<Item = &str> {
-        self.streams.iter().map(|s| s.name.as_str())
-    }
-
     /// The origin, once the first frame has been processed.
     pub fn origin(&self) -> Option<Origin> {
         self.shared.origin.get().copied()

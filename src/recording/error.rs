@@ -26,9 +26,6 @@ pub enum Error {
     /// A file that should hold a recording does not look like one.
     #[error("{path}: {reason}")]
     BadFile { path: PathBuf, reason: String },
-    /// An encoder thread died; the writer goes on with the other streams.
-    #[error("stream {stream} failed: {reason}")]
-    StreamFailed { stream: String, reason: String },
     /// The storage cannot take the recording (full, read-only).
     #[error("storage: {0}")]
     Storage(String),

@@ -170,6 +170,7 @@ impl Growing {
             for path in self.waiting.drain(..) {
                 writer.append(&path, ReadMode::Strict)?;
             }
+            writer.sync()?;
         }
         Ok(())
     }

@@ -35,12 +35,6 @@ pub struct MergeSummary {
     pub packets: Vec<(String, u64)>,
 }
 
-impl MergeSummary {
-    pub fn total_packets(&self) -> u64 {
-        self.packets.iter().map(|(_, n)| n).sum()
-    }
-}
-
 struct InputTrack {
     input: format::context::Input,
     path: PathBuf,
@@ -327,11 +321,6 @@ impl ConcatWriter {
         })
     }
 
-    /// Names of the tracks this file holds.
-    pub fn track_names(&self) -> impl Iterator<Item = &str> {
-        self.counts.iter().map(|(n, _)| n.as_str())
-    }
-
     /// Append every packet of `chunk`, shifted by the chunk's start on the recording's
     /// timeline.
     pub fn append(&mut self, chunk: &Path, mode: ReadMode) -> Result<()> {
@@ -375,6 +364,12 @@ impl ConcatWriter {
             self.counts[out_index].1 += 1;
         }
         Ok(())
+    }
+
+    /// fsync what has been appended so far, so that finishing has only the last chunk
+    /// left to flush (stop latency stays flat however long the recording).
+    pub fn sync(&self) -> Result<()> {
+        durable::sync_file(&self.tmp)
     }
 
     /// Write the trailer and make the file durable under its final name.

@@ -3,9 +3,9 @@
 //! A part is created when its stream's first packet of the chunk exists (hardware H.264
 //! encoders emit SPS/PPS only then), gets one track named after the stream, and global
 //! tags that let recovery place it on the recording's timeline without the writer's
-//! memory. While it is open the [`PartSyncer`] fsyncs it about every `interval`, off the
-//! capture and encoder threads, so a power cut loses at most about one interval plus one
-//! Matroska cluster.
+//! memory. While it grows, and once more when it is closed, the [`PartSyncer`] fsyncs it
+//! off the capture and encoder threads, so a power cut loses at most about one Matroska
+//! cluster plus one sync poll.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -185,7 +185,6 @@ pub struct PartSyncer {
 struct SyncState {
     files: HashMap<PathBuf, Tracked>,
     dirs_to_sync: Vec<PathBuf>,
-    fsyncs: u64,
     failed: bool,
 }
 
@@ -235,11 +234,6 @@ impl PartSyncer {
             tracked.released = true;
         }
         self.wake.notify_all();
-    }
-
-    /// fsyncs of part files so far (for tests and benchmarks).
-    pub fn fsyncs(&self) -> u64 {
-        lock(&self.state).fsyncs
     }
 
     fn run(&self, interval: Duration) {
@@ -295,7 +289,6 @@ impl PartSyncer {
             }
 
             let mut state = lock(&self.state);
-            state.fsyncs += synced.len() as u64;
             for (path, len) in synced {
                 if let Some(tracked) = state.files.get_mut(&path) {
                     tracked.synced_len = len;

@@ -41,16 +41,6 @@ impl FileSummary {
         self.tracks.iter().find(|t| t.name == name)
     }
 
-    /// Media time from the earliest first packet to the latest last packet, in µs.
-    pub fn span_us(&self) -> i64 {
-        let first = self.tracks.iter().filter_map(|t| t.first_pts_us).min();
-        let last = self.tracks.iter().filter_map(|t| t.last_pts_us).max();
-        match (first, last) {
-            (Some(f), Some(l)) => l - f,
-            _ => 0,
-        }
-    }
-
     pub fn decode_errors(&self) -> u64 {
         self.tracks.iter().map(|t| t.decode_errors).sum()
     }
