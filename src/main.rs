@@ -80,9 +80,12 @@ fn main() -> ExitCode {
 fn init_logging() {
     use tracing_subscriber::{fmt, EnvFilter};
     let filter = EnvFilter::try_from_env("GRABD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a person at a terminal, never in logs or the journal.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .with_target(false)
         .init();
 }
