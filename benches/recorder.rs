@@ -2066,6 +2066,11 @@ fn fmt(v: Option<f64>, digits: usize) -> String {
     }
 }
 
+/// Two figures side by side, "a / b", with the same precision.
+fn pair(a: Option<f64>, b: Option<f64>, digits: usize) -> String {
+    format!("{} / {}", fmt(a, digits), fmt(b, digits))
+}
+
 fn med(v: &Value, path: &[&str]) -> Option<f64> {
     let mut p: Vec<&str> = path.to_vec();
     p.push("median");
@@ -2184,13 +2189,7 @@ fn markdown(results: &Value) -> String {
         (
             "2",
             "CPU s per recorded s at real time: bare / grabd",
-            Box::new(|_: &str, w: &Value| {
-                format!(
-                    "{} / {}",
-                    fmt(num(w, &["realtime", "bare_cpu_per_s"]), 3),
-                    fmt(num(w, &["realtime", "grabd_cpu_per_s"]), 3)
-                )
-            }),
+            Box::new(|_: &str, w: &Value| pair(num(w, &["realtime", "bare_cpu_per_s"]), num(w, &["realtime", "grabd_cpu_per_s"]), 3)),
             "",
         ),
         (
@@ -2202,13 +2201,7 @@ fn markdown(results: &Value) -> String {
         (
             "2",
             "RSS added over the frames, MB: bare / grabd",
-            Box::new(|_: &str, w: &Value| {
-                format!(
-                    "{} / {}",
-                    fmt(num(w, &["realtime", "bare_added_rss_mb"]), 0),
-                    fmt(num(w, &["realtime", "grabd_added_rss_mb"]), 0)
-                )
-            }),
+            Box::new(|_: &str, w: &Value| pair(num(w, &["realtime", "bare_added_rss_mb"]), num(w, &["realtime", "grabd_added_rss_mb"]), 0)),
             "",
         ),
         (
@@ -2224,13 +2217,7 @@ fn markdown(results: &Value) -> String {
         (
             "2",
             "RSS slope at real time after the 1st chunk, MB/min: bare / grabd (see rotations note below)",
-            Box::new(|_: &str, w: &Value| {
-                format!(
-                    "{} / {}",
-                    fmt(num(w, &["realtime", "bare_rss_drift_mb_per_min"]), 1),
-                    fmt(num(w, &["realtime", "grabd_rss_drift_mb_per_min"]), 1)
-                )
-            }),
+            Box::new(|_: &str, w: &Value| pair(num(w, &["realtime", "bare_rss_drift_mb_per_min"]), num(w, &["realtime", "grabd_rss_drift_mb_per_min"]), 1)),
             "≈ 0 (flat)",
         ),
         (
@@ -2242,13 +2229,7 @@ fn markdown(results: &Value) -> String {
         (
             "3",
             "wall to final file, fast, s: grabd / ffmpeg",
-            Box::new(|_: &str, w: &Value| {
-                format!(
-                    "{} / {}",
-                    fmt(med(w, &["fast", "grabd_wall_s"]), 2),
-                    fmt(med(w, &["fast", "ffmpeg_wall_s"]), 2)
-                )
-            }),
+            Box::new(|_: &str, w: &Value| pair(med(w, &["fast", "grabd_wall_s"]), med(w, &["fast", "ffmpeg_wall_s"]), 2)),
             "",
         ),
         (
@@ -2349,13 +2330,7 @@ fn markdown(results: &Value) -> String {
         (
             "6",
             "chunk starts without keyframe / checked",
-            Box::new(|_: &str, w: &Value| {
-                format!(
-                    "{} / {}",
-                    fmt(num(w, &["fast", "chunk_starts_without_keyframe"]), 0),
-                    fmt(num(w, &["fast", "chunk_starts_checked"]), 0)
-                )
-            }),
+            Box::new(|_: &str, w: &Value| pair(num(w, &["fast", "chunk_starts_without_keyframe"]), num(w, &["fast", "chunk_starts_checked"]), 0)),
             "0",
         ),
     ];
