@@ -103,6 +103,16 @@ impl MuxerSettings {
             ..self
         }
     }
+
+    /// The settings for a file that only counts once it is complete and persisted
+    /// (merged chunks, the final file): nothing gains from handing each cluster to the
+    /// kernel early, and a write per packet costs.
+    pub fn written_whole(self) -> Self {
+        MuxerSettings {
+            flush_packets: false,
+            ..self
+        }
+    }
 }
 
 impl Default for MuxerSettings {

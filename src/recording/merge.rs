@@ -146,7 +146,7 @@ pub fn merge_stream_files(
                 .ok_or_else(|| bad_file(&track.path, "stream vanished"))?;
             add_copy_stream(&mut octx, &stream)?;
         }
-        write_mkv_header(&mut octx, &tmp, settings.intermediate())?;
+        write_mkv_header(&mut octx, &tmp, settings.intermediate().written_whole())?;
         let out_tbs: Vec<Rational> = octx.streams().map(|s| s.time_base()).collect();
         let mut counts = vec![0u64; tracks.len()];
         // k-way merge: always write the earliest pending packet next.
@@ -305,7 +305,7 @@ impl ConcatWriter {
                 reason: "no tracks to concatenate".into(),
             });
         }
-        write_mkv_header(&mut octx, &tmp, settings)?;
+        write_mkv_header(&mut octx, &tmp, settings.written_whole())?;
         let tracks = octx
             .streams()
             .zip(&names)
