@@ -69,8 +69,7 @@ pub fn run(
                 if let Some(output) = &final_output {
                     if let Err(e) = growing.add(output, &chunk, expected_streams, muxer) {
                         tracing::warn!(error = %e, "appending to the final file failed; it will be rebuilt from the chunks at stop");
-                        growing.broken = true;
-                        growing.writer = None;
+                        growing.abandon();
                     }
                 }
                 report.chunks.push(chunk);
@@ -79,7 +78,9 @@ pub fn run(
             Err(e) => {
                 tracing::error!(chunk = %job.id, error = %e, "chunk merge failed; parts kept for recovery");
                 report.errors.push(format!("chunk {}: {e}", job.id));
+                // No final file will be made from this run: stop growing one.
                 chunk_failed = true;
+                growing.abandon();
                 if let Some(callback) = &on_error {
                     callback("finalizer");
                 }
@@ -141,6 +142,12 @@ struct Growing {
 }
 
 impl Growing {
+    /// Stop growing the file (its temp file goes); chunks are still kept.
+    fn abandon(&mut self) {
+        self.broken = true;
+        self.writer = None;
+    }
+
     fn add(
         &mut self,
         output: &FinalOutput,
