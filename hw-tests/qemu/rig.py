@@ -231,6 +231,14 @@ def fsck_clean(image):
     return r.returncode == 0, (r.stdout + r.stderr).strip().splitlines()[-3:]
 
 
+def kept_unchanged(mnt, keep):
+    """Whether the recording the guest reported as `keep` ("<sha256> /card/<path>") is
+    still on the card mounted at `mnt`, byte for byte."""
+    ksha, kpath = keep[0][1].split()
+    kp = mnt + kpath[len("/card"):]
+    return os.path.exists(kp) and sha256(kp) == ksha
+
+
 def sha256(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -746,11 +754,8 @@ class Rig:
         fill_bytes = None
         with snapshot_mount(self, card.path) as (mnt, snap):
             st = self.listing(mnt)
-            if keep:
-                ksha, kpath = keep[0][1].split()
-                kp = mnt + kpath[len("/card"):]
-                if not os.path.exists(kp) or sha256(kp) != ksha:
-                    bad.append("the recording finished before the card filled was changed or lost")
+            if keep and not kept_unchanged(mnt, keep):
+                bad.append("the recording finished before the card filled was changed or lost")
             fp = files[1] if len(files) > 1 else ""
             if not fp.startswith("/card/"):
                 bad.append(f"filling recording printed no final file ({errs})")
@@ -817,13 +822,10 @@ class Rig:
         loss = None
         with snapshot_mount(self, card.path) as (mnt, snap):
             st = self.listing(mnt)
-            if keep:
-                ksha, kpath = keep[0][1].split()
-                kp = mnt + kpath[len("/card"):]
-                if not os.path.exists(kp) or sha256(kp) != ksha:
-                    bad.append("recording finished before the fault changed or lost")
-            else:
+            if not keep:
                 bad.append("no keep recording")
+            elif not kept_unchanged(mnt, keep):
+                bad.append("recording finished before the fault changed or lost")
             faulted = None
             for line in g.recordings()[1]["stderr"]:
                 m = re.search(r"recording started id=(\S+)", line)
