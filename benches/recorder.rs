@@ -504,7 +504,7 @@ fn task_bare(p: &Value) -> Result<Value> {
                         if paced {
                             sleep_until(t0 + Duration::from_micros(pts as u64));
                         }
-                        for pkt in encoder.encode(&frames.data(s, i), pts)? {
+                        for pkt in encoder.encode(&frames.data(s, i), pts, false)? {
                             bytes += pkt.size() as u64;
                             packets += 1;
                         }
@@ -530,7 +530,7 @@ fn task_bare(p: &Value) -> Result<Value> {
                         if paced {
                             sleep_until(t0 + Duration::from_micros(pts as u64));
                         }
-                        for pkt in encoder.encode(&frames.data(s, i), pts)? {
+                        for pkt in encoder.encode(&frames.data(s, i), pts, false)? {
                             bytes += pkt.size() as u64;
                             packets += 1;
                         }
@@ -1282,7 +1282,8 @@ fn task_merge(p: &Value) -> Result<Value> {
                 None,
             );
             for i in k * per_chunk..(k + 1) * per_chunk {
-                let packets = encoder.encode(&frames.data(s, i), ts_us(i, w.fps) - start_us)?;
+                let packets =
+                    encoder.encode(&frames.data(s, i), ts_us(i, w.fps) - start_us, false)?;
                 part.write(&encoder, packets)?;
             }
             let packets = encoder.flush()?;

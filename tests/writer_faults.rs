@@ -408,3 +408,62 @@ fn stop_without_frames_leaves_nothing() {
         .collect();
     assert!(left.is_empty(), "files for zero frames: {left:?}");
 }
+
+/// rgb's encoder holds frames of chunk 1 (it was fed past the boundary, then the camera
+/// went quiet) when the deadline closes chunk 0 without it: the flush puts those frames
+/// in chunk 1's part, which stays open, and when the camera comes back a new encoder
+/// goes on in the same part. No frame is lost or misplaced, and the file decodes.
+#[test]
+fn frames_held_by_the_encoder_of_a_silent_stream_stay_in_their_chunk() {
+    let grace = Duration::from_millis(300);
+    let mut rig = Rig::start(
+        "held",
+        rgb_and_imu_specs(deep_rgb_config()),
+        WriterOptions {
+            rotation_grace: grace,
+            ..options(1000)
+        },
+    );
+    for i in 0..30 {
+        rig.push_all(&["rgb", "imu"], i); // rgb: 1.16 s, all still inside its encoder
+    }
+    for i in 30..45 {
+        rig.push_all(&["imu"], i); // imu passes chunk 0, not chunk 1
+    }
+    assert!(
+        wait_until(grace + Duration::from_secs(10), || rig.writer.generation()
+            >= 1),
+        "chunk 0 never completed while rgb was silent"
+    );
+    for i in 30..45 {
+        rig.push_all(&["rgb"], i);
+    }
+    for i in 45..75 {
+        rig.push_all(&["rgb", "imu"], i);
+    }
+    let report = rig.stop();
+    assert!(
+        report.finalize.errors.is_empty(),
+        "{:?}",
+        report.finalize.errors
+    );
+    for s in &report.streams {
+        assert_eq!(s.frames_dropped(), 0, "{}: drops", s.name);
+    }
+    let rgb = rig.accepted_media_us("rgb", T0);
+    let chunks = rig.chunks();
+    assert_eq!(chunks.len(), 3);
+    for (start, path) in &chunks {
+        assert_chunk_track(path, *start, 1_000_000, "rgb", &rgb);
+    }
+    let tracks = read_tracks(&rig.final_path);
+    assert_eq!(
+        x264_encoder_starts(track(&tracks, "rgb")),
+        2,
+        "reopened once, after the silence"
+    );
+    let decoded = inspect(&rig.final_path, true, None).expect("inspect final");
+    assert_eq!(decoded.decode_errors(), 0);
+    assert_eq!(decoded.track("rgb").unwrap().frames_decoded, 75);
+    rig.assert_no_leftovers();
+}

@@ -389,3 +389,50 @@ fn b_frames_survive_merge_and_concat() {
     assert_eq!(decoded.track("rgb").unwrap().frames_decoded, frames);
     rig.assert_no_leftovers();
 }
+
+/// An encoder that holds 1.6 s of frames (B-frames, lookahead) across 1 s chunks is kept
+/// for the whole recording: x264 announces itself once, not once per chunk. Its packets
+/// still land in the chunk of their timestamp, and every chunk starts with the keyframe
+/// the writer forced, including FFV1's (that encoder is reopened per chunk instead).
+#[test]
+fn one_h264_encoder_serves_every_chunk_and_each_starts_on_a_forced_keyframe() {
+    let specs = vec![
+        Spec::Video("rgb", deep_rgb_config()),
+        Spec::Video("depth", depth_config()),
+        Spec::Data("imu"),
+    ];
+    let mut rig = Rig::start("deep", specs, options(1000));
+    let frames = 100; // 4 chunks
+    for i in 0..frames {
+        rig.push_all(&ALL, i);
+    }
+    let report = rig.stop();
+    assert!(
+        report.finalize.errors.is_empty(),
+        "{:?}",
+        report.finalize.errors
+    );
+    let chunks = rig.chunks();
+    assert_eq!(chunks.len(), 4);
+    for (start, path) in &chunks {
+        for name in ["rgb", "depth"] {
+            assert_chunk_track(
+                path,
+                *start,
+                1_000_000,
+                name,
+                &rig.accepted_media_us(name, T0),
+            );
+        }
+    }
+    let tracks = read_tracks(&rig.final_path);
+    assert_eq!(
+        x264_encoder_starts(track(&tracks, "rgb")),
+        1,
+        "one x264 encoder"
+    );
+    let decoded = inspect(&rig.final_path, true, None).expect("inspect final");
+    assert_eq!(decoded.decode_errors(), 0);
+    assert_eq!(decoded.track("rgb").unwrap().frames_decoded, frames);
+    rig.assert_no_leftovers();
+}

@@ -8,13 +8,19 @@
 //! alone (a frame exactly on a boundary opens the new chunk). PTS inside a chunk are µs
 //! from the chunk's start.
 //!
+//! Rotation: the first frame of a later chunk is encoded as a forced keyframe by an
+//! encoder kept for the whole recording (libx264, V4L2 M2M and data streams), or by a
+//! fresh encoder after the old one was flushed (any other codec); see `Track`. A
+//! stream's part closes when the packet that starts the next chunk comes out of its
+//! encoder.
+//!
 //! Rotation barrier: each stream publishes `closed_before`, the first chunk it has not
-//! finished. A stream that sees a frame of a later chunk flushes its encoder, closes its
-//! part and arrives; when every live stream has passed chunk `k` the last one to arrive
-//! hands the chunk to the finalizer and bumps the generation. Unlike the reference,
-//! nobody waits at the barrier (the merge is not theirs to do), and a stream that has not
-//! reached the boundary `rotation_grace` after the first one did is closed without it,
-//! so a silent camera cannot hold up the others.
+//! finished. When every live stream has passed chunk `k` the last one to arrive hands
+//! the chunk to the finalizer and bumps the generation. Unlike the reference, nobody
+//! waits at the barrier (the merge is not theirs to do), and a stream that fell silent
+//! (nothing queued or received for `rotation_grace`) and has not finished a chunk
+//! `rotation_grace` after the first stream passed it is closed without it, so a silent
+//! camera cannot hold up the others.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,9 +30,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use ffmpeg_next as ffmpeg;
 
 use super::durable;
-use super::encoder::{DataStreamEncoder, StreamEncoder, VideoStreamEncoder};
+use super::encoder::{StreamEncoder, VideoStreamEncoder};
 use super::error::{Error, Result};
 use super::finalizer::{self, ChunkJob, FinalOutput, FinalizeReport};
 use super::media::{MuxerSettings, TAG_CHUNK_START_US, TAG_ORIGIN_UNIX_US};
@@ -341,11 +348,10 @@ impl Shared {
     }
 }
 
-/// A chunk's part in the making on one encoder thread.
-struct OpenChunk {
+/// The part of one chunk that an encoder thread's packets go to.
+struct OpenPart {
     index: u64,
-    encoder: StreamEncoder,
-    part: PartWriter,
+    writer: PartWriter,
 }
 
 /// How often an idle encoder thread looks at the barrier and the stop flag.
@@ -636,16 +642,22 @@ fn stream_thread(
     rx: Receiver<Frame>,
     counters: &Counters,
 ) {
-    let mut open: Option<OpenChunk> = None;
-    let result = stream_loop(shared, index, name, config, &rx, counters, &mut open);
-    let mut closed = None;
-    if let Some(chunk) = open.take() {
-        match finish_chunk(chunk, result.is_ok()) {
-            Ok(part) => closed = part,
-            Err(e) => tracing::error!(stream = name, error = %e, "closing the last part failed"),
-        }
+    let mut track = Track {
+        shared,
+        stream: index,
+        name,
+        config,
+        encoder: None,
+        fed_chunk: 0,
+        keep_encoder: true,
+        part: None,
+        closed_before: 0,
+    };
+    let result = stream_loop(&mut track, &rx, counters);
+    if let Err(e) = track.finish(result.is_ok()) {
+        tracing::error!(stream = name, error = %e, "closing the last part failed");
     }
-    shared.advance(index, u64::MAX, closed);
+    shared.advance(index, u64::MAX, None);
     if let Err(e) = result {
         counters.failed.store(true, Ordering::Relaxed);
         tracing::error!(stream = name, error = %e, "encoder thread failed");
@@ -668,38 +680,24 @@ fn stream_thread(
     }
 }
 
-fn stream_loop(
-    shared: &Shared,
-    index: usize,
-    name: &str,
-    config: &StreamConfig,
-    rx: &Receiver<Frame>,
-    counters: &Counters,
-    open: &mut Option<OpenChunk>,
-) -> Result<()> {
-    // Only this thread moves this stream's `closed_before`; keep a copy.
-    let mut closed_before = 0u64;
+fn stream_loop(track: &mut Track, rx: &Receiver<Frame>, counters: &Counters) -> Result<()> {
+    let shared = track.shared;
     let mut last_timestamp_us: Option<i64> = None;
+    let mut last_frame_at: Option<Instant> = None;
     // Once stopping, only the frames queued at that moment are still taken.
     let mut left_at_stop: Option<usize> = None;
     loop {
-        // Only a stream with nothing queued is silent: one that is merely behind (a
-        // backlog, a slow encoder) will reach the boundary and must not lose its frames.
-        if let Some(through) = rx.is_empty().then(|| shared.overdue(index)).flatten() {
+        // Only a silent stream (nothing queued, nothing received for the grace period)
+        // is closed without reaching the boundary: one that is merely behind (a backlog,
+        // a slow or deep encoder) will get there and must not lose its frames.
+        let silent = rx.is_empty() && last_frame_at.map_or(true, |t| t.elapsed() >= shared.grace);
+        if let Some(through) = silent.then(|| shared.overdue(track.stream)).flatten() {
             tracing::warn!(
-                stream = name,
+                stream = track.name,
                 chunk = through - 1,
                 "stream missed the rotation deadline; closing its part"
             );
-            let closed = match open.take() {
-                Some(chunk) if chunk.index < through => finish_chunk(chunk, true)?,
-                other => {
-                    *open = other;
-                    None
-                }
-            };
-            closed_before = closed_before.max(through);
-            shared.advance(index, closed_before, closed);
+            track.close_silent(through)?;
         }
         if left_at_stop.is_none() && shared.stopping.load(Ordering::Acquire) {
             left_at_stop = Some(rx.len());
@@ -715,6 +713,7 @@ fn stream_loop(
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
         };
+        last_frame_at = Some(Instant::now());
         // Timestamps must move forward within a stream; a repeated or older one is late.
         if last_timestamp_us.is_some_and(|last| frame.timestamp_us <= last) {
             counters.dropped_late.fetch_add(1, Ordering::Relaxed);
@@ -723,84 +722,182 @@ fn stream_loop(
         last_timestamp_us = Some(frame.timestamp_us);
         let origin = shared.origin_for(frame.timestamp_us);
         let media_us = frame.timestamp_us - origin.monotonic_us;
-        let chunk_index = u64::try_from(media_us / shared.chunk_length_us).ok();
-        let Some(chunk_index) = chunk_index.filter(|&c| media_us >= 0 && c >= closed_before) else {
+        let chunk = (media_us >= 0)
+            .then(|| track.chunk_of(media_us))
+            .filter(|&c| c >= track.closed_before);
+        let Some(chunk) = chunk else {
             counters.dropped_late.fetch_add(1, Ordering::Relaxed);
             continue;
         };
-        if open.as_ref().is_some_and(|c| c.index != chunk_index) {
-            if let Some(chunk) = open.take() {
-                let part = finish_chunk(chunk, true)?;
-                closed_before = chunk_index;
-                shared.advance(index, closed_before, part);
-            }
-        }
-        if open.is_none() {
-            if closed_before < chunk_index {
-                closed_before = chunk_index;
-                shared.advance(index, closed_before, None);
-            }
-            *open = Some(open_chunk(shared, name, config, chunk_index, origin)?);
-        }
-        let Some(chunk) = open.as_mut() else {
-            unreachable!("opened above")
-        };
-        let pts_us = media_us - shared.chunk_start_us(chunk_index);
-        let packets = chunk.encoder.encode(&frame.data, pts_us)?;
+        track.encode(chunk, media_us, &frame.data)?;
         counters.encoded.fetch_add(1, Ordering::Relaxed);
-        chunk.part.write(&chunk.encoder, packets)?;
     }
 }
 
-fn open_chunk(
-    shared: &Shared,
-    name: &str,
-    config: &StreamConfig,
-    index: u64,
-    origin: Origin,
-) -> Result<OpenChunk> {
-    let id = shared.chunk_id(index);
-    let (encoder, tags) = match config {
-        StreamConfig::Video(c) => (
-            StreamEncoder::Video(Box::new(VideoStreamEncoder::new(c)?)),
-            &c.metadata,
-        ),
-        StreamConfig::Data(c) => (StreamEncoder::Data(DataStreamEncoder::new(c)?), &c.metadata),
-    };
-    let part = PartWriter::new(
-        shared.dir.join(format!("{id}.{name}.mkv.part")),
-        name,
-        tags,
-        vec![
-            (
-                TAG_CHUNK_START_US.into(),
-                shared.chunk_start_us(index).to_string(),
-            ),
-            (TAG_ORIGIN_UNIX_US.into(), origin.unix_us.to_string()),
-        ],
-        shared.muxer,
-        Some(Arc::clone(&shared.syncer)),
-    );
-    Ok(OpenChunk {
-        index,
-        encoder,
-        part,
-    })
+/// One encoder thread's encoder and the part its packets go to.
+///
+/// The encoder works on the recording's timeline (µs from the origin). A packet belongs
+/// to the chunk its PTS falls in, and a part is closed when the keyframe that starts a
+/// later chunk comes out of the encoder, so every part starts with a keyframe even when
+/// the encoder holds frames back. An encoder that honours forced keyframes is kept for
+/// the whole recording and told to make each chunk's first frame a keyframe; any other
+/// is flushed and reopened at each boundary.
+struct Track<'a> {
+    shared: &'a Shared,
+    stream: usize,
+    name: &'a str,
+    config: &'a StreamConfig,
+    encoder: Option<StreamEncoder>,
+    /// Chunk of the last frame given to `encoder`.
+    fed_chunk: u64,
+    /// Keep the encoder across chunks; cleared for good if it ignores a forced keyframe.
+    keep_encoder: bool,
+    part: Option<OpenPart>,
+    /// The first chunk this stream has not finished (only this thread moves it).
+    closed_before: u64,
 }
 
-/// Flush the encoder into the part and close it; the closed part comes back with its
-/// chunk index.
-fn finish_chunk(mut chunk: OpenChunk, healthy: bool) -> Result<Option<(u64, ClosedPart)>> {
-    // Even after a failure (often a bad frame, not a broken encoder) the frames the
-    // encoder still holds are worth keeping; a flush error then only gets logged.
-    let flushed = chunk
-        .encoder
-        .flush()
-        .and_then(|packets| chunk.part.write(&chunk.encoder, packets));
-    match flushed {
-        Err(e) if healthy => return Err(e),
-        Err(e) => tracing::warn!(error = %e, "flushing the encoder after a failure failed"),
-        Ok(()) => {}
+impl Track<'_> {
+    fn chunk_of(&self, media_us: i64) -> u64 {
+        u64::try_from(media_us / self.shared.chunk_length_us).unwrap_or(0)
     }
-    Ok(chunk.part.close()?.map(|part| (chunk.index, part)))
+
+    /// Encode a frame of `chunk` at `media_us` and write out what the encoder releases.
+    fn encode(&mut self, chunk: u64, media_us: i64, data: &[u8]) -> Result<()> {
+        let mut keyframe = false;
+        if self.encoder.is_some() && chunk > self.fed_chunk {
+            if self.keep_encoder {
+                keyframe = true;
+            } else {
+                self.drain_encoder(true)?;
+            }
+        }
+        let mut encoder = match self.encoder.take() {
+            Some(encoder) => encoder,
+            None => {
+                let encoder = StreamEncoder::new(self.config)?;
+                self.keep_encoder &= encoder.keeps_across_chunks();
+                // A new encoder holds nothing yet: every earlier chunk is complete.
+                if self.part.as_ref().map_or(true, |p| p.index < chunk) {
+                    self.close_part(chunk)?;
+                }
+                encoder
+            }
+        };
+        let result = encoder
+            .encode(data, media_us, keyframe)
+            .and_then(|packets| self.write(&encoder, packets));
+        self.encoder = Some(encoder);
+        self.fed_chunk = chunk;
+        result
+    }
+
+    /// Write packets (PTS on the recording's timeline) into the part of their chunk.
+    fn write(&mut self, encoder: &StreamEncoder, packets: Vec<ffmpeg::Packet>) -> Result<()> {
+        for mut packet in packets {
+            let chunk = self.chunk_of(packet.pts().or(packet.dts()).unwrap_or(0).max(0));
+            if let Some(part) = &self.part {
+                if chunk > part.index {
+                    if packet.is_key() {
+                        self.close_part(chunk)?;
+                    } else if self.keep_encoder {
+                        // It stays in the chunk before, which then runs a little long;
+                        // the next chunk starts at the encoder's next keyframe.
+                        tracing::warn!(
+                            stream = self.name,
+                            "the encoder ignored a forced keyframe; it will be reopened at each chunk"
+                        );
+                        self.keep_encoder = false;
+                    }
+                }
+            }
+            let part = match &mut self.part {
+                Some(part) => part,
+                None => self
+                    .part
+                    .insert(self.open_part(chunk.max(self.closed_before))),
+            };
+            let start_us = self.shared.chunk_start_us(part.index);
+            packet.set_pts(packet.pts().map(|t| t - start_us));
+            packet.set_dts(packet.dts().map(|t| t - start_us));
+            part.writer.write(encoder, [packet])?;
+        }
+        Ok(())
+    }
+
+    fn open_part(&self, index: u64) -> OpenPart {
+        let shared = self.shared;
+        let id = shared.chunk_id(index);
+        let (StreamConfig::Video(VideoStreamConfig { metadata, .. })
+        | StreamConfig::Data(DataStreamConfig { metadata, .. })) = self.config;
+        let origin_unix_us = shared.origin.get().map_or(0, |o| o.unix_us);
+        let writer = PartWriter::new(
+            shared.dir.join(format!("{id}.{}.mkv.part", self.name)),
+            self.name,
+            metadata,
+            vec![
+                (
+                    TAG_CHUNK_START_US.into(),
+                    shared.chunk_start_us(index).to_string(),
+                ),
+                (TAG_ORIGIN_UNIX_US.into(), origin_unix_us.to_string()),
+            ],
+            shared.muxer,
+            Some(Arc::clone(&shared.syncer)),
+        );
+        OpenPart { index, writer }
+    }
+
+    /// Close the open part (if any) and tell the barrier that this stream has finished
+    /// every chunk before `next`.
+    fn close_part(&mut self, next: u64) -> Result<()> {
+        let closed = match self.part.take() {
+            Some(part) => part.writer.close()?.map(|closed| (part.index, closed)),
+            None => None,
+        };
+        self.closed_before = self.closed_before.max(next);
+        self.shared.advance(self.stream, self.closed_before, closed);
+        Ok(())
+    }
+
+    /// Flush the encoder into its parts; the encoder is gone afterwards. After a failure
+    /// (often a bad frame, not a broken encoder) the frames it still holds are worth
+    /// keeping, and a flush error is only logged.
+    fn drain_encoder(&mut self, healthy: bool) -> Result<()> {
+        let Some(mut encoder) = self.encoder.take() else {
+            return Ok(());
+        };
+        let flushed = encoder
+            .flush()
+            .and_then(|packets| self.write(&encoder, packets));
+        match flushed {
+            Err(e) if healthy => Err(e),
+            Err(e) => {
+                tracing::warn!(stream = self.name, error = %e, "flushing the encoder after a failure failed");
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+
+    /// The stream fell silent and missed the deadline of the chunks before `through`:
+    /// flush what its encoder holds and close them without waiting for more frames. A
+    /// part of a later chunk (frames fed just before the silence) stays open.
+    fn close_silent(&mut self, through: u64) -> Result<()> {
+        self.drain_encoder(true)?;
+        if self.part.as_ref().is_some_and(|p| p.index < through) {
+            self.close_part(through)
+        } else {
+            self.closed_before = self.closed_before.max(through);
+            self.shared.advance(self.stream, self.closed_before, None);
+            Ok(())
+        }
+    }
+
+    /// End of the stream: flush the encoder and close the last part.
+    fn finish(&mut self, healthy: bool) -> Result<()> {
+        let drained = self.drain_encoder(healthy);
+        self.close_part(u64::MAX)?;
+        drained
+    }
 }

@@ -1,14 +1,15 @@
 //! Per-stream encoders: raw frames or sensor records in, packets with microsecond PTS
 //! out. They know nothing of files; the part writer muxes what they return.
 //!
-//! PTS are microseconds from the chunk's shared origin (the caller subtracts it), so the
-//! packets of every stream of a chunk are directly comparable.
+//! PTS are microseconds on the recording's shared timeline (the caller subtracts the
+//! origin), so the packets of every stream are directly comparable; the chunked writer
+//! makes them relative to the chunk they land in.
 
 use ffmpeg_next::{self as ffmpeg, codec, encoder, software::scaling, Dictionary};
 
 use super::error::{Error, Result};
 use super::media::{ensure_init, fill_frame_from_packed, MICROS};
-use super::stream_config::{parse_pixel_format, DataStreamConfig, VideoStreamConfig};
+use super::stream_config::{parse_pixel_format, DataStreamConfig, StreamConfig, VideoStreamConfig};
 
 /// What a part writer needs to declare a track for an encoder's packets.
 pub struct TrackSpec {
@@ -17,15 +18,25 @@ pub struct TrackSpec {
     pub time_base: ffmpeg::Rational,
 }
 
-/// Encodes raw frames of one video stream. One instance per chunk, so every chunk
-/// starts with a keyframe and is playable on its own.
+/// Encodes raw frames of one video stream. Every chunk must start with a keyframe so
+/// that it plays on its own: an encoder that [honours forced
+/// keyframes](VideoStreamEncoder::honours_forced_keyframes) is kept across chunks and told
+/// to start each one with an IDR frame; any other is flushed and reopened per chunk.
 pub struct VideoStreamEncoder {
     encoder: encoder::video::Encoder,
     input: ffmpeg::frame::Video,
     /// Present only when the input pixel format differs from the encoder's.
     converter: Option<(scaling::Context, ffmpeg::frame::Video)>,
     last_pts: Option<i64>,
+    honours_forced_keyframes: bool,
 }
+
+/// Encoders that start a new GOP at a frame marked `I`, so that one instance can serve a
+/// whole recording: no pipeline drain, re-initialisation or (for V4L2 M2M) device reopen
+/// at every chunk. libx264 and libx265 do so only with `forced-idr`, which grabd sets
+/// unless the config sets it; FFmpeg's V4L2 M2M encoders send FORCE_KEY_FRAME.
+const FORCED_KEYFRAME_ENCODERS: &[&str] = &["libx264", "libx265", "h264_v4l2m2m", "hevc_v4l2m2m"];
+const FORCED_IDR_OPTION: &str = "forced-idr";
 
 impl VideoStreamEncoder {
     pub fn new(config: &VideoStreamConfig) -> Result<Self> {
@@ -59,6 +70,16 @@ impl VideoStreamEncoder {
             // libavcodec's context default is 1 thread; FFV1 and others scale with more.
             options.set("threads", "auto");
         }
+        let honours_forced_keyframes = FORCED_KEYFRAME_ENCODERS.contains(&codec.name())
+            && match config.stream_options.get(FORCED_IDR_OPTION) {
+                Some(value) => matches!(value.as_str(), "1" | "true"),
+                None => {
+                    if codec.name().starts_with("libx26") {
+                        options.set(FORCED_IDR_OPTION, "1");
+                    }
+                    true
+                }
+            };
         let encoder = open_checked(video, codec, options, &config.codec)?;
 
         let converter = if input_format != output_format {
@@ -90,7 +111,14 @@ impl VideoStreamEncoder {
             input: ffmpeg::frame::Video::new(input_format, config.width, config.height),
             converter,
             last_pts: None,
+            honours_forced_keyframes,
         })
+    }
+
+    /// Whether a frame encoded with `keyframe` set starts a new GOP that needs nothing
+    /// before it (so the encoder may be kept across chunks).
+    pub fn honours_forced_keyframes(&self) -> bool {
+        self.honours_forced_keyframes
     }
 
     /// Open (and drop) an encoder for `config`: catches what only the codec can judge,
@@ -106,9 +134,16 @@ impl VideoStreamEncoder {
         }
     }
 
-    /// Encode one packed frame (see [`VideoStreamConfig::input_frame_size`]) at `pts_us`.
-    /// Returns the packets the encoder released (maybe none: encoders buffer).
-    pub fn encode(&mut self, data: &[u8], pts_us: i64) -> Result<Vec<ffmpeg::Packet>> {
+    /// Encode one packed frame (see [`VideoStreamConfig::input_frame_size`]) at `pts_us`,
+    /// as a keyframe if `keyframe` (a request that only encoders which
+    /// [honour it](Self::honours_forced_keyframes) are sure to follow). Returns the packets
+    /// the encoder released (maybe none: encoders buffer).
+    pub fn encode(
+        &mut self,
+        data: &[u8],
+        pts_us: i64,
+        keyframe: bool,
+    ) -> Result<Vec<ffmpeg::Packet>> {
         if pts_us < 0 || self.last_pts.is_some_and(|last| pts_us <= last) {
             return Err(Error::InvalidConfig(format!(
                 "PTS {pts_us} is negative or not after the previous one"
@@ -125,6 +160,12 @@ impl VideoStreamEncoder {
             None => &mut self.input,
         };
         frame.set_pts(Some(pts_us));
+        // The frame is reused: clear the mark as well as set it.
+        frame.set_kind(if keyframe {
+            ffmpeg::picture::Type::I
+        } else {
+            ffmpeg::picture::Type::None
+        });
         self.encoder
             .send_frame(frame)
             .map_err(|e| Error::media("send frame to encoder", e))?;
@@ -214,7 +255,13 @@ impl DataStreamEncoder {
         }
     }
 
-    pub fn encode(&mut self, data: &[u8], pts_us: i64) -> Result<Vec<ffmpeg::Packet>> {
+    /// Every record is a keyframe already: `keyframe` changes nothing.
+    pub fn encode(
+        &mut self,
+        data: &[u8],
+        pts_us: i64,
+        _keyframe: bool,
+    ) -> Result<Vec<ffmpeg::Packet>> {
         if data.is_empty() {
             return Err(Error::InvalidConfig("empty data record".into()));
         }
@@ -243,11 +290,32 @@ pub enum StreamEncoder {
 }
 
 impl StreamEncoder {
-    pub fn encode(&mut self, data: &[u8], pts_us: i64) -> Result<Vec<ffmpeg::Packet>> {
+    pub fn encode(
+        &mut self,
+        data: &[u8],
+        pts_us: i64,
+        keyframe: bool,
+    ) -> Result<Vec<ffmpeg::Packet>> {
         match self {
-            StreamEncoder::Video(v) => v.encode(data, pts_us),
-            StreamEncoder::Data(d) => d.encode(data, pts_us),
+            StreamEncoder::Video(v) => v.encode(data, pts_us, keyframe),
+            StreamEncoder::Data(d) => d.encode(data, pts_us, keyframe),
         }
+    }
+
+    /// Whether one instance can serve every chunk (see
+    /// [`VideoStreamEncoder::honours_forced_keyframes`]); data records are all keyframes.
+    pub fn keeps_across_chunks(&self) -> bool {
+        match self {
+            StreamEncoder::Video(v) => v.honours_forced_keyframes(),
+            StreamEncoder::Data(_) => true,
+        }
+    }
+
+    pub fn new(config: &StreamConfig) -> Result<Self> {
+        Ok(match config {
+            StreamConfig::Video(c) => StreamEncoder::Video(Box::new(VideoStreamEncoder::new(c)?)),
+            StreamConfig::Data(c) => StreamEncoder::Data(DataStreamEncoder::new(c)?),
+        })
     }
 
     pub fn flush(&mut self) -> Result<Vec<ffmpeg::Packet>> {

@@ -76,7 +76,11 @@ impl PartWriter {
 
     /// Mux packets whose timestamps are in the encoder's time base. The file and its
     /// header are created with the first packet.
-    pub fn write(&mut self, encoder: &StreamEncoder, packets: Vec<ffmpeg::Packet>) -> Result<()> {
+    pub fn write(
+        &mut self,
+        encoder: &StreamEncoder,
+        packets: impl IntoIterator<Item = ffmpeg::Packet>,
+    ) -> Result<()> {
         for mut packet in packets {
             if self.open.is_none() {
                 self.open = Some(self.create(encoder)?);

@@ -40,6 +40,48 @@ pub fn sized_rgb_config(width: u32, height: u32) -> VideoStreamConfig {
         .with_option("g", "25")
 }
 
+/// 64x48 H.264 that holds frames back the way a real camera setup does: B-frames, a
+/// 40-frame lookahead (1.6 s at 25 fps, longer than the tests' 1 s chunks) and no
+/// keyframe of its own before frame 250, so every chunk boundary depends on the
+/// keyframe the writer forces.
+pub fn deep_rgb_config() -> VideoStreamConfig {
+    rgb_config()
+        .with_option("preset", "medium")
+        .with_option("bf", "3")
+        .with_option("g", "250")
+}
+
+/// Packets that carry x264's version SEI, which each new libx264 encoder puts in its
+/// first frame: how many encoders made a track.
+pub fn x264_encoder_starts(track: &TrackRead) -> usize {
+    let marker = b"x264 - core";
+    track
+        .packets
+        .iter()
+        .filter(|p| p.data.windows(marker.len()).any(|w| w == marker))
+        .count()
+}
+
+/// Check a chunk's track against what was pushed: exactly the frames of the chunk's
+/// interval (PTS relative to the chunk's start), starting with a keyframe.
+pub fn assert_chunk_track(chunk: &Path, start_us: i64, length_us: i64, name: &str, pushed: &[i64]) {
+    let tracks = read_tracks(chunk);
+    let t = track(&tracks, name);
+    assert!(
+        t.packets.first().is_some_and(|p| p.key),
+        "{}: {name} does not start with a keyframe",
+        chunk.display()
+    );
+    let mut pts = t.pts();
+    pts.sort_unstable();
+    let expected: Vec<i64> = pushed
+        .iter()
+        .filter(|&&t| t >= start_us && t < start_us + length_us)
+        .map(|t| t - start_us)
+        .collect();
+    assert_eq!(pts, expected, "{}: {name} frames", chunk.display());
+}
+
 /// 32x24 FFV1 gray16le (lossless).
 pub fn depth_config() -> VideoStreamConfig {
     VideoStreamConfig::new(32, 24, 25.0)
