@@ -436,3 +436,35 @@ fn one_h264_encoder_serves_every_chunk_and_each_starts_on_a_forced_keyframe() {
     assert_eq!(decoded.track("rgb").unwrap().frames_decoded, frames);
     rig.assert_no_leftovers();
 }
+
+/// The finalizer runs at a lower CPU priority than the encoder threads (it may lag;
+/// an encoder starved of CPU drops frames).
+#[test]
+fn finalizer_yields_the_cpu_to_the_encoders() {
+    let specs = vec![Spec::Video("prio_cam", rgb_config()), Spec::Data("imu")];
+    let mut rig = Rig::start("prio", specs, options(1000));
+    rig.push("prio_cam", T0, 0);
+    let nice_of = |comm: &str| -> Option<i64> {
+        std::fs::read_dir("/proc/self/task").ok()?.find_map(|task| {
+            let dir = task.ok()?.path();
+            let name = std::fs::read_to_string(dir.join("comm")).ok()?;
+            if name.trim_end() != comm {
+                return None;
+            }
+            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+            // Fields after "(comm)": state is field 3, nice field 19.
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            fields.get(16)?.parse().ok()
+        })
+    };
+    // Threads name themselves, and the finalizer lowers its priority, as they start.
+    wait_until(Duration::from_secs(5), || {
+        nice_of("prio-finalize").is_some() && nice_of("enc-prio_cam").is_some()
+    });
+    wait_until(Duration::from_secs(5), || {
+        nice_of("prio-finalize") == Some(10)
+    });
+    assert_eq!(nice_of("prio-finalize"), Some(10), "finalizer nice");
+    assert_eq!(nice_of("enc-prio_cam"), Some(0), "encoder nice");
+    rig.stop();
+}

@@ -33,7 +33,7 @@ use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender, 
 use ffmpeg_next as ffmpeg;
 
 use super::durable;
-use super::encoder::{StreamEncoder, VideoStreamEncoder};
+use super::encoder::StreamEncoder;
 use super::error::{Error, Result};
 use super::finalizer::{self, ChunkJob, FinalOutput, FinalizeReport};
 use super::media::{MuxerSettings, TAG_CHUNK_START_US, TAG_ORIGIN_UNIX_US};
@@ -188,6 +188,9 @@ impl StreamSender {
 struct StreamSlot {
     name: String,
     config: StreamConfig,
+    /// Opened with the writer (which checks the config that way) and handed to the
+    /// stream's thread at start.
+    encoder: Option<StreamEncoder>,
     tx: Sender<Frame>,
     rx: Option<Receiver<Frame>>,
     counters: Arc<Counters>,
@@ -426,22 +429,25 @@ impl ChunkedWriter {
                 "max_encoder_queue_size must be at least 1".into(),
             ));
         }
-        let mut streams: Vec<StreamSlot> = Vec::new();
-        for (stream_name, config) in configs {
-            validate_stream_name(&stream_name)?;
-            if streams.iter().any(|s| s.name == stream_name) {
+        for (i, (stream_name, _)) in configs.iter().enumerate() {
+            validate_stream_name(stream_name)?;
+            if configs[..i].iter().any(|(n, _)| n == stream_name) {
                 return Err(Error::InvalidConfig(format!(
                     "stream {stream_name:?} appears twice"
                 )));
             }
-            match &config {
-                StreamConfig::Video(video) => VideoStreamEncoder::check(video)?,
-                StreamConfig::Data(data) => data.validate()?,
-            }
+        }
+        let mut encoders = open_encoders(&configs, output_directory).into_iter();
+        let mut streams: Vec<StreamSlot> = Vec::new();
+        for (stream_name, config) in configs {
+            let encoder = encoders
+                .next()
+                .unwrap_or_else(|| Err(Error::InvalidConfig("no encoder opened".into())))?;
             let (tx, rx) = bounded(options.max_encoder_queue_size);
             streams.push(StreamSlot {
                 name: stream_name,
                 config,
+                encoder: Some(encoder),
                 tx,
                 rx: Some(rx),
                 counters: Arc::default(),
@@ -543,12 +549,13 @@ impl ChunkedWriter {
             let shared = Arc::clone(&self.shared);
             let name = slot.name.clone();
             let config = slot.config.clone();
+            let encoder = slot.encoder.take();
             let counters = Arc::clone(&slot.counters);
             let (done_tx, done_rx) = bounded(1);
             let handle = std::thread::Builder::new()
                 .name(format!("enc-{}", slot.name))
                 .spawn(move || {
-                    stream_thread(&shared, index, &name, &config, rx, &counters);
+                    stream_thread(&shared, index, &name, &config, encoder, rx, &counters);
                     let _ = done_tx.send(());
                 })
                 .map_err(|e| Error::io("spawn encoder thread", &self.shared.dir, e))?;
@@ -632,6 +639,35 @@ impl Drop for ChunkedWriter {
     }
 }
 
+/// Open every stream's encoder, side by side (a codec's initialisation can take tens of
+/// milliseconds): this is also the check of each config that only the codec can make.
+/// Each opens on a thread named like the stream's encoder thread, which the codec's own
+/// worker threads inherit.
+fn open_encoders(configs: &[(String, StreamConfig)], dir: &Path) -> Vec<Result<StreamEncoder>> {
+    std::thread::scope(|scope| {
+        let opening: Vec<_> = configs
+            .iter()
+            .map(|(name, config)| {
+                std::thread::Builder::new()
+                    .name(format!("enc-{name}"))
+                    .spawn_scoped(scope, move || StreamEncoder::new(config))
+            })
+            .collect();
+        opening
+            .into_iter()
+            .zip(configs)
+            .map(|(spawned, (name, _))| match spawned {
+                Ok(handle) => handle.join().unwrap_or_else(|_| {
+                    Err(Error::InvalidConfig(format!(
+                        "opening the encoder of {name} panicked"
+                    )))
+                }),
+                Err(e) => Err(Error::io("spawn a thread to open an encoder", dir, e)),
+            })
+            .collect()
+    })
+}
+
 /// Body of an encoder thread: never dies silently; a failure is logged, counted, the
 /// part so far is kept, and `on_error` is told from its own thread.
 fn stream_thread(
@@ -639,6 +675,7 @@ fn stream_thread(
     index: usize,
     name: &str,
     config: &StreamConfig,
+    encoder: Option<StreamEncoder>,
     rx: Receiver<Frame>,
     counters: &Counters,
 ) {
@@ -647,9 +684,11 @@ fn stream_thread(
         stream: index,
         name,
         config,
-        encoder: None,
-        fed_chunk: 0,
-        keep_encoder: true,
+        keep_encoder: encoder
+            .as_ref()
+            .map_or(true, StreamEncoder::keeps_across_chunks),
+        encoder,
+        fed_chunk: None,
         part: None,
         closed_before: 0,
     };
@@ -748,8 +787,8 @@ struct Track<'a> {
     name: &'a str,
     config: &'a StreamConfig,
     encoder: Option<StreamEncoder>,
-    /// Chunk of the last frame given to `encoder`.
-    fed_chunk: u64,
+    /// Chunk of the last frame given to `encoder`; `None` while it holds nothing.
+    fed_chunk: Option<u64>,
     /// Keep the encoder across chunks; cleared for good if it ignores a forced keyframe.
     keep_encoder: bool,
     part: Option<OpenPart>,
@@ -765,22 +804,22 @@ impl Track<'_> {
     /// Encode a frame of `chunk` at `media_us` and write out what the encoder releases.
     fn encode(&mut self, chunk: u64, media_us: i64, data: &[u8]) -> Result<()> {
         let mut keyframe = false;
-        if self.encoder.is_some() && chunk > self.fed_chunk {
+        if self.fed_chunk.is_some_and(|fed| chunk > fed) {
             if self.keep_encoder {
                 keyframe = true;
             } else {
                 self.drain_encoder(true)?;
             }
         }
+        if self.fed_chunk.is_none() && self.part.as_ref().map_or(true, |p| p.index < chunk) {
+            // The encoder holds nothing: every earlier chunk is complete.
+            self.close_part(chunk)?;
+        }
         let mut encoder = match self.encoder.take() {
             Some(encoder) => encoder,
             None => {
                 let encoder = StreamEncoder::new(self.config)?;
                 self.keep_encoder &= encoder.keeps_across_chunks();
-                // A new encoder holds nothing yet: every earlier chunk is complete.
-                if self.part.as_ref().map_or(true, |p| p.index < chunk) {
-                    self.close_part(chunk)?;
-                }
                 encoder
             }
         };
@@ -788,7 +827,7 @@ impl Track<'_> {
             .encode(data, media_us, keyframe)
             .and_then(|packets| self.write(&encoder, packets));
         self.encoder = Some(encoder);
-        self.fed_chunk = chunk;
+        self.fed_chunk = Some(chunk);
         result
     }
 
@@ -864,6 +903,7 @@ impl Track<'_> {
     /// (often a bad frame, not a broken encoder) the frames it still holds are worth
     /// keeping, and a flush error is only logged.
     fn drain_encoder(&mut self, healthy: bool) -> Result<()> {
+        self.fed_chunk = None;
         let Some(mut encoder) = self.encoder.take() else {
             return Ok(());
         };

@@ -26,10 +26,22 @@ pub struct VideoStreamEncoder {
     encoder: encoder::video::Encoder,
     input: ffmpeg::frame::Video,
     /// Present only when the input pixel format differs from the encoder's.
-    converter: Option<(scaling::Context, ffmpeg::frame::Video)>,
+    converter: Option<Converter>,
     last_pts: Option<i64>,
     honours_forced_keyframes: bool,
 }
+
+/// Pixel format conversion in front of an encoder, with its output frame.
+struct Converter {
+    scaler: scaling::Context,
+    out: ffmpeg::frame::Video,
+}
+
+// SAFETY: an SwsContext has no thread affinity (libswscale keeps no thread-local state
+// for it); it only must not be used by two threads at once, which ownership already
+// rules out (`Converter` is not `Sync`). ffmpeg-next leaves it `!Send` only because it
+// holds a raw pointer. This lets an encoder opened on one thread run on another.
+unsafe impl Send for Converter {}
 
 /// Encoders that start a new GOP at a frame marked `I`, so that one instance can serve a
 /// whole recording: no pipeline drain, re-initialisation or (for V4L2 M2M) device reopen
@@ -102,7 +114,7 @@ impl VideoStreamEncoder {
                 )
             })?;
             let out = ffmpeg::frame::Video::new(output_format, config.width, config.height);
-            Some((scaler, out))
+            Some(Converter { scaler, out })
         } else {
             None
         };
@@ -151,7 +163,7 @@ impl VideoStreamEncoder {
         }
         fill_frame_from_packed(&mut self.input, data)?;
         let frame = match &mut self.converter {
-            Some((scaler, out)) => {
+            Some(Converter { scaler, out }) => {
                 scaler
                     .run(&self.input, out)
                     .map_err(|e| Error::media("pixel format conversion", e))?;

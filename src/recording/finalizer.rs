@@ -50,6 +50,32 @@ pub struct FinalizeReport {
 }
 
 /// Run until the job channel closes; then finish the final file.
+/// How much lower than the encoders the finalizer runs (a nice value, 0..=19).
+const FINALIZER_NICE: i32 = 10;
+
+/// Lower this thread's CPU priority. The finalizer's work may lag without risk (the
+/// parts it consumes are durable on their own; a lag only leaves more to do at stop),
+/// while an encoder starved of CPU drops frames. When the CPU is not saturated this
+/// changes nothing.
+fn yield_cpu_to_encoders() {
+    let tid = nix::unistd::gettid().as_raw();
+    // SAFETY: setpriority only reads its integer arguments; on Linux PRIO_PROCESS with
+    // a thread id sets that thread's nice value. Raising it needs no privilege.
+    let ret = unsafe {
+        nix::libc::setpriority(
+            nix::libc::PRIO_PROCESS,
+            tid as nix::libc::id_t,
+            FINALIZER_NICE,
+        )
+    };
+    if ret != 0 {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "could not lower the finalizer's priority"
+        );
+    }
+}
+
 pub fn run(
     dir: &Path,
     jobs: Receiver<ChunkJob>,
@@ -58,6 +84,7 @@ pub fn run(
     muxer: MuxerSettings,
     on_error: Option<ErrorCallback>,
 ) -> FinalizeReport {
+    yield_cpu_to_encoders();
     let mut report = FinalizeReport::default();
     let mut growing = Growing::default();
     // A final file must hold every chunk: after a failed merge it is left to the
