@@ -65,6 +65,7 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     init_logging();
+    grabd::runtime::process::keep_heap_flat();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
