@@ -1,8 +1,8 @@
 //! Process-wide settings (`runtime::process`), in a test binary of their own because
 //! they change the whole process.
 
-/// After `keep_heap_flat`, a 600 KiB block is still given its own mapping even once a
-/// 4 MiB block has been freed (which, by default, raises glibc's threshold past it and
+/// After `keep_heap_flat`, a 5 MiB block is still given its own mapping even once a
+/// 16 MiB block has been freed (which, by default, raises glibc's threshold past it and
 /// sends the next such block into the heap, where fragmentation keeps it).
 #[cfg(target_env = "gnu")]
 #[test]
@@ -15,13 +15,13 @@ fn large_blocks_keep_their_own_mappings() {
     }
 
     grabd::runtime::process::keep_heap_flat();
-    drop(black_box(vec![1u8; 4 << 20]));
+    drop(black_box(vec![1u8; 16 << 20]));
     let before = mapped_blocks();
-    let block = black_box(vec![1u8; 600 << 10]);
+    let block = black_box(vec![1u8; 5 << 20]);
     assert_eq!(
         mapped_blocks(),
         before + 1,
-        "the 600 KiB block is not mapped on its own"
+        "the 5 MiB block is not mapped on its own"
     );
     drop(block);
     assert_eq!(mapped_blocks(), before, "its mapping is not returned");
