@@ -184,9 +184,7 @@ fn encoder_failure_scenario(rgb: VideoStreamConfig) {
         "rgb in the final file: every frame accepted before the bad one ({} of 60 there)",
         rgb.len()
     );
-    let decoded = inspect(&rig.final_path, true, None).expect("inspect final");
-    assert_eq!(decoded.decode_errors(), 0);
-    rig.assert_no_leftovers();
+    rig.assert_final_decodes(&[]);
 }
 
 /// depth goes silent after the first chunk while rgb and imu go on for four more: with a
@@ -233,12 +231,7 @@ fn silent_stream_does_not_stall_rotation() {
         }
     }
     assert_eq!(rig.writer.generation(), 4, "4 chunks completed before stop");
-    let report = rig.stop();
-    assert!(
-        report.finalize.errors.is_empty(),
-        "{:?}",
-        report.finalize.errors
-    );
+    let report = rig.stop_cleanly();
     for s in &report.streams {
         assert_eq!(s.dropped_late, 0, "{}: late drops", s.name);
         assert!(!s.failed);
@@ -256,9 +249,7 @@ fn silent_stream_does_not_stall_rotation() {
     }
     assert_eq!(track(&tracks, "rgb").packets.len(), 125);
     assert_eq!(track(&tracks, "depth").packets.len(), 25);
-    let decoded = inspect(&rig.final_path, true, None).expect("inspect final");
-    assert_eq!(decoded.decode_errors(), 0);
-    rig.assert_no_leftovers();
+    rig.assert_final_decodes(&[]);
     eprintln!("rotation waits with a silent stream: {waits:?}");
 }
 
@@ -334,8 +325,7 @@ fn queue_overflow_drops_and_counts_without_blocking_the_producer() {
         "the burst took {burst_time:?}, {ratio:.3} of the {encode_time:?} the encoder needs: the producer waited"
     );
 
-    let report = rig.stop();
-    assert!(report.finalize.errors.is_empty());
+    let report = rig.stop_cleanly();
     let stats = &report.streams[0];
     assert!(
         refused > refused_before_burst,
@@ -362,9 +352,7 @@ fn queue_overflow_drops_and_counts_without_blocking_the_producer() {
         pushes,
         "written + dropped == pushed"
     );
-    let decoded = inspect(&rig.final_path, true, None).expect("inspect final");
-    assert_eq!(decoded.decode_errors(), 0);
-    rig.assert_no_leftovers();
+    rig.assert_final_decodes(&[]);
 }
 
 /// Dropping a running writer without `stop` (the context manager's exit on an early
@@ -441,12 +429,7 @@ fn frames_held_by_the_encoder_of_a_silent_stream_stay_in_their_chunk() {
     for i in 45..75 {
         rig.push_all(&["rgb", "imu"], i);
     }
-    let report = rig.stop();
-    assert!(
-        report.finalize.errors.is_empty(),
-        "{:?}",
-        report.finalize.errors
-    );
+    let report = rig.stop_cleanly();
     for s in &report.streams {
         assert_eq!(s.frames_dropped(), 0, "{}: drops", s.name);
     }
@@ -462,8 +445,5 @@ fn frames_held_by_the_encoder_of_a_silent_stream_stay_in_their_chunk() {
         2,
         "reopened once, after the silence"
     );
-    let decoded = inspect(&rig.final_path, true, None).expect("inspect final");
-    assert_eq!(decoded.decode_errors(), 0);
-    assert_eq!(decoded.track("rgb").unwrap().frames_decoded, 75);
-    rig.assert_no_leftovers();
+    rig.assert_final_decodes(&[("rgb", 75)]);
 }

@@ -24,12 +24,7 @@ fn five_and_a_half_seconds_make_exactly_three_chunks() {
     for i in 0..138 {
         rig.push_all(&ALL, i);
     }
-    let report = rig.stop();
-    assert!(
-        report.finalize.errors.is_empty(),
-        "{:?}",
-        report.finalize.errors
-    );
+    let report = rig.stop_cleanly();
     assert_eq!(report.origin.map(|o| o.monotonic_us), Some(T0));
 
     let chunks = rig.chunks();
@@ -100,8 +95,7 @@ fn frames_on_and_around_boundaries_land_in_the_right_chunk() {
         rig.push("rgb", T0 + ms * 1000, i as u64);
         rig.push("imu", T0 + ms * 1000, i as u64);
     }
-    let report = rig.stop();
-    assert!(report.finalize.errors.is_empty());
+    rig.stop_cleanly();
     let chunks = rig.chunks();
     let starts: Vec<i64> = chunks.iter().map(|(s, _)| *s).collect();
     assert_eq!(starts, vec![0, 2_000_000, 4_000_000]);
@@ -158,8 +152,7 @@ fn streams_share_one_origin() {
     for (n, (media_us, name)) in events.into_iter().enumerate() {
         rig.push(name, T0 + media_us, n as u64);
     }
-    let report = rig.stop();
-    assert!(report.finalize.errors.is_empty());
+    let report = rig.stop_cleanly();
     let rgb_stats = report.streams.iter().find(|s| s.name == "rgb").unwrap();
     assert_eq!(rgb_stats.dropped_late, 1, "the pre-origin rgb frame");
 
@@ -209,8 +202,7 @@ fn final_file_is_continuous_complete_and_decodable() {
     for i in 0..frames {
         rig.push_all(&ALL, i);
     }
-    let report = rig.stop();
-    assert!(report.finalize.errors.is_empty());
+    let report = rig.stop_cleanly();
     assert_eq!(rig.chunks().len(), 5);
     let (path, summary) = report.finalize.final_output.clone().expect("final file");
     assert_eq!(path, rig.final_path);
@@ -252,8 +244,7 @@ fn imu_packets_sit_on_their_frames_times_with_identical_payloads() {
     for i in 0..frames {
         rig.push_all(&["rgb", "imu"], i);
     }
-    let report = rig.stop();
-    assert!(report.finalize.errors.is_empty());
+    rig.stop_cleanly();
     let chunks = rig.chunks();
     assert_eq!(chunks.len(), 4);
     let pushed = rig.accepted["imu"].clone();
@@ -311,8 +302,7 @@ fn start_chunk_callback_ids_name_the_chunk_files() {
     for i in 0..70 {
         rig.push_all(&ALL, i); // 2.8 s: 3 chunks
     }
-    let report = rig.stop();
-    assert!(report.finalize.errors.is_empty());
+    let report = rig.stop_cleanly();
 
     let calls = calls.lock().unwrap().clone();
     assert_eq!(calls.len(), 3, "one callback per chunk");
@@ -384,10 +374,7 @@ fn b_frames_survive_merge_and_concat() {
         track(&tracks, "imu").pts(),
         rig.accepted_media_us("imu", T0)
     );
-    let decoded = inspect(&rig.final_path, true, None).expect("inspect final");
-    assert_eq!(decoded.decode_errors(), 0);
-    assert_eq!(decoded.track("rgb").unwrap().frames_decoded, frames);
-    rig.assert_no_leftovers();
+    rig.assert_final_decodes(&[("rgb", frames)]);
 }
 
 /// An encoder that holds 1.6 s of frames (B-frames, lookahead) across 1 s chunks is kept
@@ -406,12 +393,7 @@ fn one_h264_encoder_serves_every_chunk_and_each_starts_on_a_forced_keyframe() {
     for i in 0..frames {
         rig.push_all(&ALL, i);
     }
-    let report = rig.stop();
-    assert!(
-        report.finalize.errors.is_empty(),
-        "{:?}",
-        report.finalize.errors
-    );
+    rig.stop_cleanly();
     let chunks = rig.chunks();
     assert_eq!(chunks.len(), 4);
     for (start, path) in &chunks {
@@ -431,10 +413,7 @@ fn one_h264_encoder_serves_every_chunk_and_each_starts_on_a_forced_keyframe() {
         1,
         "one x264 encoder"
     );
-    let decoded = inspect(&rig.final_path, true, None).expect("inspect final");
-    assert_eq!(decoded.decode_errors(), 0);
-    assert_eq!(decoded.track("rgb").unwrap().frames_decoded, frames);
-    rig.assert_no_leftovers();
+    rig.assert_final_decodes(&[("rgb", frames)]);
 }
 
 /// The finalizer runs at a lower CPU priority than the encoder threads (it may lag;

@@ -268,9 +268,37 @@ impl Rig {
         self.writer.stop().expect("stop writer")
     }
 
+    /// Stop, and fail if the finalizer reported an error.
+    pub fn stop_cleanly(&mut self) -> WriterReport {
+        let report = self.stop();
+        assert!(
+            report.finalize.errors.is_empty(),
+            "finalizer errors: {:?}",
+            report.finalize.errors
+        );
+        report
+    }
+
     /// The chunk files in the spool folder, by their start tag.
     pub fn chunks(&self) -> Vec<(i64, PathBuf)> {
         list_chunks(&self.spool).expect("list chunks")
+    }
+
+    /// The final file decodes without an error, each `(track, frames)` decodes exactly
+    /// that many frames, and nothing temporary is left behind.
+    pub fn assert_final_decodes(&self, frames: &[(&str, u64)]) {
+        let decoded =
+            grabd::recording::probe::inspect(&self.final_path, true, None).expect("inspect final");
+        assert_eq!(
+            decoded.decode_errors(),
+            0,
+            "decode errors in the final file"
+        );
+        for &(name, count) in frames {
+            let track = decoded.track(name).expect("track in the final file");
+            assert_eq!(track.frames_decoded, count, "{name}: frames decoded");
+        }
+        self.assert_no_leftovers();
     }
 
     /// Fail if a `.part` or `.tmp` file is left in the spool or output folder.
