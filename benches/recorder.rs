@@ -1972,16 +1972,17 @@ fn summarize_stress(r: Value) -> Value {
             .fold(f64::NAN, f64::max)
     };
     let chunks = num(&r, &["chunks"]).unwrap_or(0.0);
+    let (first_half, last_quarter) = (max_in(0.0, end / 2.0), max_in(end * 0.75, f64::MAX));
     json!({
         "chunks": chunks,
         "encoded_s": end,
         "base_rss_mb": num(&r, &["base_rss_mb"]),
-        "peak_first_half_mb": max_in(0.0, end / 2.0),
+        "peak_first_half_mb": first_half,
         "peak_second_half_mb": max_in(end / 2.0, f64::MAX),
-        "peak_last_quarter_mb": max_in(end * 0.75, f64::MAX),
+        "peak_last_quarter_mb": last_quarter,
         // Peaks rather than a fitted slope: a sample taken just after a large buffer
         // was unmapped dips, and a few dips tilt a least-squares line.
-        "peak_growth_mb": max_in(end * 0.75, f64::MAX) - max_in(0.0, end / 2.0),
+        "peak_growth_mb": last_quarter - first_half,
         "frames_lost": num(&r, &["readback", "total_lost"]),
         "samples": samples,
     })

@@ -437,12 +437,10 @@ impl ChunkedWriter {
                 )));
             }
         }
-        let mut encoders = open_encoders(&configs, output_directory).into_iter();
+        let encoders = open_encoders(&configs, output_directory);
         let mut streams: Vec<StreamSlot> = Vec::new();
-        for (stream_name, config) in configs {
-            let encoder = encoders
-                .next()
-                .unwrap_or_else(|| Err(Error::InvalidConfig("no encoder opened".into())))?;
+        for ((stream_name, config), encoder) in configs.into_iter().zip(encoders) {
+            let encoder = encoder?;
             let (tx, rx) = bounded(options.max_encoder_queue_size);
             streams.push(StreamSlot {
                 name: stream_name,
@@ -695,8 +693,9 @@ fn stream_thread(
     let result = stream_loop(&mut track, &rx, counters);
     if let Err(e) = track.finish(result.is_ok()) {
         tracing::error!(stream = name, error = %e, "closing the last part failed");
+        // The barrier must not wait for this stream whatever failed.
+        shared.advance(index, u64::MAX, None);
     }
-    shared.advance(index, u64::MAX, None);
     if let Err(e) = result {
         counters.failed.store(true, Ordering::Relaxed);
         tracing::error!(stream = name, error = %e, "encoder thread failed");
@@ -894,9 +893,15 @@ impl Track<'_> {
             Some(part) => part.writer.close()?.map(|closed| (part.index, closed)),
             None => None,
         };
+        self.pass(next, closed);
+        Ok(())
+    }
+
+    /// Tell the barrier that this stream has finished every chunk before `next`,
+    /// handing over the part it closed (if any).
+    fn pass(&mut self, next: u64, closed: Option<(u64, ClosedPart)>) {
         self.closed_before = self.closed_before.max(next);
         self.shared.advance(self.stream, self.closed_before, closed);
-        Ok(())
     }
 
     /// Flush the encoder into its parts; the encoder is gone afterwards. After a failure
@@ -928,8 +933,7 @@ impl Track<'_> {
         if self.part.as_ref().is_some_and(|p| p.index < through) {
             self.close_part(through)
         } else {
-            self.closed_before = self.closed_before.max(through);
-            self.shared.advance(self.stream, self.closed_before, None);
+            self.pass(through, None);
             Ok(())
         }
     }

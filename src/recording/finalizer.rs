@@ -49,7 +49,6 @@ pub struct FinalizeReport {
     pub errors: Vec<String>,
 }
 
-/// Run until the job channel closes; then finish the final file.
 /// How much lower than the encoders the finalizer runs (a nice value, 0..=19).
 const FINALIZER_NICE: i32 = 10;
 
@@ -76,6 +75,7 @@ fn yield_cpu_to_encoders() {
     }
 }
 
+/// Run until the job channel closes; then finish the final file.
 pub fn run(
     dir: &Path,
     jobs: Receiver<ChunkJob>,
