@@ -11,3 +11,4 @@ pub mod config;
 pub mod recording;
 pub mod runtime;
 pub mod sensors;
+pub mod thread;
