@@ -8,6 +8,7 @@
 use ffmpeg_next::{self as ffmpeg, codec, encoder, software::scaling, Dictionary};
 
 use super::error::{Error, Result};
+use super::in_band_headers::{self, InBandHeaders};
 use super::media::{ensure_init, fill_frame_from_packed, MICROS};
 use super::stream_config::{parse_pixel_format, DataStreamConfig, StreamConfig, VideoStreamConfig};
 
@@ -29,6 +30,9 @@ pub struct VideoStreamEncoder {
     converter: Option<Converter>,
     last_pts: Option<i64>,
     honours_forced_keyframes: bool,
+    /// Present when the encoder sends its parameter sets in-band (no extradata).
+    in_band_headers: Option<InBandHeaders>,
+    name: String,
 }
 
 /// Pixel format conversion in front of an encoder, with its output frame.
@@ -93,6 +97,12 @@ impl VideoStreamEncoder {
                 }
             };
         let encoder = open_checked(video, codec, options, &config.codec)?;
+        let parameters = codec::Parameters::from(&*encoder);
+        let in_band_headers = if InBandHeaders::needed(&parameters) {
+            Some(InBandHeaders::new(&parameters, MICROS)?)
+        } else {
+            None
+        };
 
         let converter = if input_format != output_format {
             let scaler = scaling::Context::get(
@@ -124,6 +134,8 @@ impl VideoStreamEncoder {
             converter,
             last_pts: None,
             honours_forced_keyframes,
+            in_band_headers,
+            name: config.codec.clone(),
         })
     }
 
@@ -139,11 +151,18 @@ impl VideoStreamEncoder {
         Self::new(config).map(drop)
     }
 
-    pub fn track_spec(&self) -> TrackSpec {
-        TrackSpec {
-            parameters: codec::Parameters::from(&*self.encoder),
-            time_base: MICROS,
+    /// The track for this encoder's packets. For an encoder that sends its parameter
+    /// sets in-band, call it only once a packet was returned: they become the track's
+    /// extradata (Matroska CodecPrivate) then.
+    pub fn track_spec(&self) -> Result<TrackSpec> {
+        let mut parameters = codec::Parameters::from(&*self.encoder);
+        if let Some(found) = self.in_band_headers.as_ref().and_then(|h| h.extradata()) {
+            in_band_headers::set_extradata(&mut parameters, found)?;
         }
+        Ok(TrackSpec {
+            parameters,
+            time_base: MICROS,
+        })
     }
 
     /// Encode one packed frame (see [`VideoStreamConfig::input_frame_size`]) at `pts_us`,
@@ -198,13 +217,34 @@ impl VideoStreamEncoder {
         loop {
             let mut packet = ffmpeg::Packet::empty();
             match self.encoder.receive_packet(&mut packet) {
-                Ok(()) => packets.push(packet),
+                Ok(()) => packets.extend(self.without_in_band_headers(packet)?),
                 Err(ffmpeg::Error::Eof) => break,
                 Err(ffmpeg::Error::Other { errno }) if errno == libc_eagain() => break,
                 Err(e) => return Err(Error::media("receive packet from encoder", e)),
             }
         }
         Ok(packets)
+    }
+
+    /// An encoder packet as it goes into the file: for an encoder that sends SPS/PPS
+    /// in-band, without them (they are the track's extradata), and `None` for a packet
+    /// that held nothing else. A frame before any SPS is refused: its track would have
+    /// no CodecPrivate.
+    fn without_in_band_headers(
+        &mut self,
+        packet: ffmpeg::Packet,
+    ) -> Result<Option<ffmpeg::Packet>> {
+        let Some(headers) = self.in_band_headers.as_mut() else {
+            return Ok(Some(packet));
+        };
+        let packet = headers.filter(packet)?;
+        if packet.is_some() && headers.extradata().is_none() {
+            return Err(Error::media(
+                format!("encoder {} sent a frame before its SPS", self.name),
+                ffmpeg::Error::InvalidData,
+            ));
+        }
+        Ok(packet)
     }
 }
 
@@ -257,14 +297,14 @@ impl DataStreamEncoder {
         })
     }
 
-    pub fn track_spec(&self) -> TrackSpec {
+    pub fn track_spec(&self) -> Result<TrackSpec> {
         let mut parameters = codec::Parameters::new();
         parameters.set_medium(ffmpeg::media::Type::Subtitle);
         parameters.set_id(self.codec_id);
-        TrackSpec {
+        Ok(TrackSpec {
             parameters,
             time_base: MICROS,
-        }
+        })
     }
 
     /// Every record is a keyframe already: `keyframe` changes nothing.
@@ -337,7 +377,7 @@ impl StreamEncoder {
         }
     }
 
-    pub fn track_spec(&self) -> TrackSpec {
+    pub fn track_spec(&self) -> Result<TrackSpec> {
         match self {
             StreamEncoder::Video(v) => v.track_spec(),
             StreamEncoder::Data(d) => d.track_spec(),

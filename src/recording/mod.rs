@@ -18,6 +18,7 @@ pub mod durable;
 pub mod encoder;
 mod error;
 pub mod finalizer;
+mod in_band_headers;
 pub mod manifest;
 pub mod media;
 pub mod merge;

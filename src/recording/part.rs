@@ -103,7 +103,7 @@ impl PartWriter {
     }
 
     fn create(&self, encoder: &StreamEncoder) -> Result<OpenPart> {
-        let spec = encoder.track_spec();
+        let spec = encoder.track_spec()?;
         let mut octx = create_mkv(&self.path)?;
         let mut tags = Dictionary::new();
         for (k, v) in &self.global_tags {
