@@ -35,7 +35,7 @@ enum Command {
         /// Folder for finished recordings.
         #[arg(long)]
         output: PathBuf,
-        /// Seconds to record (SIGINT/SIGTERM stop earlier, cleanly).
+        /// Seconds to record (SIGINT/SIGTERM/SIGHUP stop earlier, cleanly).
         #[arg(long, value_parser = parse_seconds)]
         duration: Duration,
         /// Chunk length in seconds (overrides the config).
@@ -51,6 +51,15 @@ enum Command {
     },
     /// Read a recording back: decode every packet, check its manifest; print JSON.
     Verify { file: PathBuf },
+}
+
+/// `println!` that never panics: a closed stdout (`grabd record … | true`) is not an
+/// error of the recording, so what cannot be printed is dropped.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -108,7 +117,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 config.writer.chunk_length = Duration::from_millis(length.as_millis() as u64);
             }
             let stop = Arc::new(AtomicBool::new(false));
-            for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            // SIGHUP too: an SSH session that drops must leave a finished file.
+            for signal in [
+                signal_hook::consts::SIGINT,
+                signal_hook::consts::SIGTERM,
+                signal_hook::consts::SIGHUP,
+            ] {
                 signal_hook::flag::register(signal, Arc::clone(&stop))
                     .context("installing signal handlers")?;
             }
@@ -122,16 +136,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     eprintln!(
                         "grabd: storage nearly full: stopped early and finished the recording"
                     );
-                    println!("{}", finished.mkv.display());
+                    say!("{}", finished.mkv.display());
                     Ok(ExitCode::from(2))
                 }
                 (Some(finished), grabd::runtime::StopReason::Failed(why)) => {
                     eprintln!("grabd: {why}: stopped and finished the recording");
-                    println!("{}", finished.mkv.display());
+                    say!("{}", finished.mkv.display());
                     Ok(ExitCode::from(2))
                 }
                 (Some(finished), _) => {
-                    println!("{}", finished.mkv.display());
+                    say!("{}", finished.mkv.display());
                     Ok(ExitCode::SUCCESS)
                 }
                 (None, _) => {
@@ -144,7 +158,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let report =
                 recording::recover_spool(&spool, &output, Default::default()).context("recover")?;
             for finished in &report.recovered {
-                println!("{}", finished.mkv.display());
+                say!("{}", finished.mkv.display());
             }
             if report.failed.is_empty() {
                 Ok(ExitCode::SUCCESS)
@@ -180,7 +194,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     "last_pts_us": t.last_pts_us,
                 })).collect::<Vec<_>>(),
             });
-            println!("{report}");
+            say!("{report}");
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {

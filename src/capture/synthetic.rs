@@ -3,7 +3,7 @@
 //! paced in real time and stamped when they are "captured".
 
 use super::{CaptureError, FrameSource};
-use crate::clock::{monotonic_us, Pacer};
+use crate::clock::Pacer;
 use crate::recording::Frame;
 use std::sync::Arc;
 
@@ -165,13 +165,11 @@ impl SyntheticVideo {
 
 impl FrameSource for SyntheticVideo {
     fn next_frame(&mut self) -> Result<Frame, CaptureError> {
-        self.pacer.wait();
+        // Stamped when "captured" (the tick), not after drawing, which may be slow.
+        let timestamp_us = self.pacer.wait();
         let data: Arc<[u8]> = self.render(self.frame_number).into();
         self.frame_number += 1;
-        Ok(Frame {
-            timestamp_us: monotonic_us(),
-            data,
-        })
+        Ok(Frame { timestamp_us, data })
     }
 
     fn describe(&self) -> String {

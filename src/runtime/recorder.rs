@@ -185,7 +185,7 @@ fn start_sources(
                         Batching::Rate(_) => None,
                     };
                     let period_us = match batching {
-                        Batching::Rate(hz) => (1e6 / hz) as i64,
+                        Batching::Rate(hz) => ((1e6 / hz) as i64).max(1),
                         Batching::PerFrameOf(_) => 0,
                     };
                     Box::new(move || run_imu(Box::new(imu), &sender, tick_rx, period_us, &stop))
@@ -279,7 +279,10 @@ fn run_imu(
                 let due = *next_batch_us.get_or_insert(sample.t_us + period_us);
                 if sample.t_us >= due {
                     emit(sample.t_us, &mut pending);
-                    next_batch_us = Some(due + period_us);
+                    // The next batch boundary after this sample: after a stall the
+                    // batches it missed are not made up in a burst.
+                    let missed = (sample.t_us - due) / period_us;
+                    next_batch_us = Some(due + (missed + 1) * period_us);
                 }
             }
         }

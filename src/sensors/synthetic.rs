@@ -2,7 +2,7 @@
 //! rotation, and sensor noise.
 
 use super::{Imu, ImuSample, SensorError};
-use crate::clock::{monotonic_us, Pacer};
+use crate::clock::Pacer;
 
 pub struct SyntheticImu {
     pacer: Pacer,
@@ -51,8 +51,8 @@ impl SyntheticImu {
 
 impl Imu for SyntheticImu {
     fn read(&mut self) -> Result<ImuSample, SensorError> {
-        self.pacer.wait();
-        let sample = self.sample_at(monotonic_us());
+        let t_us = self.pacer.wait();
+        let sample = self.sample_at(t_us);
         self.n += 1;
         Ok(sample)
     }
