@@ -8,12 +8,11 @@
 
 mod common;
 
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::cli::{entries, read_json, signal, verify, Rig, Run, CONFIG};
+use common::cli::{entries, signal, verify, Rig, Run};
 use nix::sys::signal::Signal;
 
 /// Wait for `child` to exit within `limit`; kill it and fail otherwise.
