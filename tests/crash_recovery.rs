@@ -630,6 +630,12 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A recording folder as grabd creates it (with its marker).
+fn create_marked_dir(dir: &Path) {
+    fs::create_dir(dir).unwrap();
+    fs::write(dir.join(recording::spool::MARKER_FILE), b"").unwrap();
+}
+
 /// Kill a recorder at `at` into its recording; returns what it left.
 fn crash(rig: &Rig, label: &str, at: Duration) -> Killed {
     let mut child = rig.record(label, 60.0);
@@ -782,23 +788,26 @@ fn recover_leaves_nothing_for_recordings_without_frames() {
         .write(dir)
         .unwrap();
     };
+    // A power cut between creating a folder and marking it as grabd's.
     let empty = rig.spool.join("2026-01-01T00-00-00.000Z");
     fs::create_dir(&empty).unwrap();
 
+    let marked_only = rig.spool.join("2026-01-01T00-00-00.500Z");
+    create_marked_dir(&marked_only);
+
     let session_only = rig.spool.join("2026-01-01T00-00-01.000Z");
-    fs::create_dir(&session_only).unwrap();
+    create_marked_dir(&session_only);
     session(&session_only);
-    fs::write(session_only.join(".lock"), b"").unwrap();
 
     let header_only = rig.spool.join("2026-01-01T00-00-02.000Z");
-    fs::create_dir(&header_only).unwrap();
+    create_marked_dir(&header_only);
     session(&header_only);
     fs::write(header_only.join("00000.rgb.mkv.part"), &header).unwrap();
     fs::write(header_only.join("00000.depth.mkv.part"), b"").unwrap();
     fs::write(header_only.join("00000.imu.mkv.part"), &header[..40]).unwrap();
 
     let tmp_only = rig.spool.join("2026-01-01T00-00-03.000Z");
-    fs::create_dir(&tmp_only).unwrap();
+    create_marked_dir(&tmp_only);
     fs::write(tmp_only.join("00000.mkv.tmp"), b"never finished").unwrap();
     fs::write(tmp_only.join("session.json.tmp"), b"{").unwrap();
 
@@ -843,8 +852,7 @@ fn recover_keeps_the_manifest_of_a_recording_killed_during_spool_cleanup() {
     // The state a SIGKILL inside remove_dir_all leaves: some chunks and the lock, no
     // session.json (it is unlinked in directory order, here first).
     let dir = rig.spool.join(&id);
-    fs::create_dir(&dir).unwrap();
-    fs::write(dir.join(".lock"), b"").unwrap();
+    create_marked_dir(&dir);
     fs::copy(&mkv, dir.join("00001.mkv")).unwrap();
 
     let r = rig.recover();
@@ -1077,4 +1085,111 @@ fn recover_salvages_parts_only_up_to_damage() {
          its 2nd)",
         packets.len()
     );
+}
+
+/// Issue 12 item 2: recovery claims only the folders grabd created (a recording id
+/// holding grabd's marker) and deletes only files whose names grabd makes; folders such
+/// as fsck's `lost+found`, a user's photos, a folder merely named like a recording and
+/// foreign files inside a recording folder stay, with one warning for the spool.
+///
+/// Regression test: failed on 377863d (recover removed `photos` and `lost+found` as
+/// "recording holds no frame", and every `*.tmp`).
+#[test]
+fn recover_leaves_what_grabd_did_not_make() {
+    let rig = Rig::new();
+    let k = crash(&rig, "crash", Duration::from_millis(1600));
+    let photos = rig.spool.join("photos");
+    fs::create_dir(&photos).unwrap();
+    fs::write(photos.join("a.jpg"), b"x").unwrap();
+    fs::create_dir(rig.spool.join("lost+found")).unwrap();
+    fs::write(rig.spool.join("notes.tmp"), b"mine").unwrap();
+    let lookalike = rig.spool.join("2026-01-01T00-00-00.000Z");
+    fs::create_dir(&lookalike).unwrap();
+    fs::write(lookalike.join("00000.rgb.mkv.part"), b"not grabd's").unwrap();
+    fs::write(lookalike.join("00000.mkv.tmp"), b"not grabd's").unwrap();
+    fs::write(k.dir.join("keep.txt"), b"mine").unwrap();
+    fs::write(k.dir.join("scratch.tmp"), b"mine").unwrap();
+
+    let r = rig.recover();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.lines(), [rig.mkv_of(&k.dir).display().to_string()]);
+    check_recovered(&rig, &k);
+    assert_eq!(fs::read(photos.join("a.jpg")).unwrap(), b"x");
+    assert!(rig.spool.join("lost+found").is_dir());
+    assert_eq!(fs::read(rig.spool.join("notes.tmp")).unwrap(), b"mine");
+    assert_eq!(
+        names_in(&lookalike),
+        ["00000.mkv.tmp", "00000.rgb.mkv.part"]
+    );
+    assert_eq!(
+        names_in(&k.dir),
+        [recording::spool::MARKER_FILE, "keep.txt", "scratch.tmp"],
+        "only grabd's files may go from a recording folder"
+    );
+    let warnings = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains("left entries grabd did not make in the spool"))
+        .count();
+    assert_eq!(warnings, 1, "{}", r.stderr);
+
+    // Once the foreign files are gone the folder is removed; nothing else changes.
+    fs::remove_file(k.dir.join("keep.txt")).unwrap();
+    fs::remove_file(k.dir.join("scratch.tmp")).unwrap();
+    let again = rig.recover();
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(!k.dir.exists());
+    assert_eq!(
+        names_in(&rig.spool),
+        [
+            "2026-01-01T00-00-00.000Z",
+            "lost+found",
+            "notes.tmp",
+            "photos"
+        ]
+    );
+}
+
+/// Issue 12 item 2: with the output folder inside the spool (`--output S/out`), a
+/// `recover` during a recording must leave the output, and the live final file growing
+/// in it, alone.
+///
+/// Regression test: failed on 377863d (recover removed `S/out` with the live
+/// `<id>.mkv.tmp`, and the recording then failed).
+#[test]
+fn recover_during_a_recording_leaves_an_output_inside_the_spool() {
+    let rig = Rig::new();
+    let output = rig.spool.join("out");
+    let err = fs::File::create(rig.root.join("live.err")).unwrap();
+    let mut child = rig
+        .record_cmd(&rig.config, &rig.spool, &output, "3.5")
+        .stdout(std::process::Stdio::piped())
+        .stderr(err)
+        .spawn()
+        .unwrap();
+    let (dir, t0) = wait_new_dir(&rig.spool, std::slice::from_ref(&output), &mut child);
+    for at_ms in [1500u64, 2300, 3000] {
+        sleep_until(t0 + Duration::from_millis(at_ms));
+        let r = grabd([
+            "recover".as_ref(),
+            "--spool".as_ref(),
+            rig.spool.as_os_str(),
+            "--output".as_ref(),
+            output.as_os_str(),
+        ]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert!(
+            output.is_dir(),
+            "recover removed the output inside the spool"
+        );
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", rig.log("live"));
+    let mkv = output.join(format!("{}.mkv", id_of(&dir)));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().last(),
+        Some(mkv.display().to_string().as_str())
+    );
+    let v = verify(&mkv);
+    assert!(stream_packets(&v, "rgb") >= 80, "{v}");
 }

@@ -38,6 +38,7 @@ use super::error::{Error, Result};
 use super::finalizer::{self, ChunkJob, FinalOutput, FinalizeReport};
 use super::media::{MuxerSettings, TAG_CHUNK_START_US, TAG_ORIGIN_UNIX_US};
 use super::part::{lock, ClosedPart, PartSyncer, PartWriter};
+use super::spool;
 use super::stream_config::{
     validate_stream_name, DataStreamConfig, StreamConfig, VideoStreamConfig,
 };
@@ -270,9 +271,18 @@ impl Shared {
                 let start_us = origin_unix + self.chunk_start_us(index);
                 let started_at =
                     UNIX_EPOCH + Duration::from_micros(u64::try_from(start_us).unwrap_or(0));
-                callback(&self.name, started_at, "mkv")
+                let id = callback(&self.name, started_at, "mkv");
+                if spool::is_plain_name(&id) {
+                    id
+                } else {
+                    tracing::error!(
+                        id,
+                        "the start-chunk callback's id cannot name a file; numbering the chunk"
+                    );
+                    spool::sequential_chunk_id(barrier.next_sequential_id)
+                }
             }
-            None => format!("{:05}", barrier.next_sequential_id),
+            None => spool::sequential_chunk_id(barrier.next_sequential_id),
         };
         barrier.next_sequential_id += 1;
         let already_passed = barrier.closed_before.iter().any(|&c| c > index);
@@ -870,7 +880,7 @@ impl Track<'_> {
         | StreamConfig::Data(DataStreamConfig { metadata, .. })) = self.config;
         let origin_unix_us = shared.origin.get().map_or(0, |o| o.unix_us);
         let writer = PartWriter::new(
-            shared.dir.join(format!("{id}.{}.mkv.part", self.name)),
+            spool::part_path(&shared.dir, &id, self.name),
             self.name,
             metadata,
             vec![

@@ -138,7 +138,7 @@ fn finalize_chunk(
     let mut parts: Vec<&ClosedPart> = job.parts.iter().filter(|p| p.packets > 0).collect();
     parts.sort_by_key(|p| stream_order.iter().position(|s| *s == p.stream));
     let parts: Vec<PathBuf> = parts.into_iter().map(|p| p.path.clone()).collect();
-    let path = dir.join(format!("{}.mkv", job.id));
+    let path = super::spool::chunk_path(dir, &job.id);
     let summary = match merge_stream_files(&parts, &path, ReadMode::Strict, muxer) {
         Ok(summary) => summary,
         Err(e) => {

@@ -2,7 +2,7 @@
 //! spool while a recording is in progress (what recovery needs to write the manifest of
 //! a recording that was cut off).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -12,7 +12,7 @@ use super::error::{Error, Result};
 use super::probe::{inspect, sha256_file};
 use super::stream_config::StreamConfig;
 
-pub const SESSION_FILE: &str = "session.json";
+pub use super::spool::{manifest_path, SESSION_FILE};
 
 /// Written durably into the recording's spool folder at start and again at stop.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -84,11 +84,6 @@ pub struct ManifestFile {
     pub name: String,
     pub size_bytes: u64,
     pub sha256: String,
-}
-
-/// The manifest path beside a final MKV.
-pub fn manifest_path(mkv: &Path) -> PathBuf {
-    mkv.with_extension("json")
 }
 
 /// Read the final file back and write its manifest durably beside it.

@@ -19,6 +19,7 @@ use super::media::{
     MuxerSettings, MICROS, TAG_CHUNK_START_US,
 };
 use super::probe::DecodeCheck;
+use super::spool::SpoolFile;
 
 /// How to treat inputs that end early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -411,7 +412,7 @@ pub fn list_chunks(recording_dir: &Path) -> Result<Vec<(i64, PathBuf)>> {
         let path = entry
             .map_err(|e| Error::io("list", recording_dir, e))?
             .path();
-        if path.extension().is_some_and(|e| e == "mkv") {
+        if matches!(SpoolFile::of(&path), Some(SpoolFile::Chunk { .. })) {
             let input = open_for_copy(&path)?;
             let start = int_tag(&input, TAG_CHUNK_START_US)
                 .ok_or_else(|| bad_file(&path, "no chunk start tag"))?;

@@ -10,6 +10,7 @@
 //!   ([`merge_stream_files`]) and growing the final file ([`ConcatWriter`]).
 //! - [`Recording`]: a whole recording from spool folder to final MKV + [`Manifest`].
 //! - [`recovery`]: finishing recordings cut off by a power cut.
+//! - [`spool`]: every file name, marker and lock of a recording.
 //! - [`durable`]: the only way files that must survive are written.
 //! - [`probe`]: reading files back to check every claim.
 
@@ -26,6 +27,7 @@ pub mod part;
 pub mod probe;
 pub mod recovery;
 pub mod session;
+pub mod spool;
 pub mod stream_config;
 
 pub use chunked_writer::{

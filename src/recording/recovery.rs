@@ -1,6 +1,9 @@
 //! Finishing recordings: the normal end of a recording and boot-time recovery of one
 //! that was cut off are the same procedure, run on a recording's spool folder:
 //!
+//! Only folders grabd created (see [`spool`]) are claimed, and only files whose names
+//! grabd makes are deleted; anything else is left in place with one warning.
+//!
 //! 1. delete stale `*.tmp` (never complete: only `persist` gives a file its name);
 //! 2. salvage the `.mkv.part` files of every unmerged chunk into `NNNNN.mkv` (a cut-off
 //!    Matroska file is readable up to its last complete cluster), then drop the parts;
@@ -12,16 +15,16 @@
 //! cut during recovery itself leaves something the next recovery finishes.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use super::durable;
-use super::error::{Error, Result};
-use super::manifest::{
-    manifest_path, read_manifest, write_manifest, Manifest, Session, SESSION_FILE,
-};
+use super::error::Result;
+use super::manifest::{read_manifest, write_manifest, Manifest, Session};
 use super::media::MuxerSettings;
 use super::merge::{merge_recording_chunks, merge_stream_files, ReadMode};
+use super::spool::{
+    self, list_dir, manifest_path, RecordingLock, SpoolFile, SpoolLock, SESSION_FILE,
+};
 
 /// A recording finished by [`finish_recording_dir`].
 #[derive(Debug, Clone)]
@@ -38,71 +41,19 @@ pub struct RecoveryReport {
     pub failed: Vec<(PathBuf, String)>,
     /// Folders skipped because a live recorder holds them.
     pub busy: Vec<PathBuf>,
+    /// Entries of the spool that grabd did not make (left in place, one warning).
+    pub foreign: Vec<PathBuf>,
 }
 
-/// An exclusive claim on a recording folder, held by its recorder for its lifetime so
-/// that a concurrent `grabd recover` leaves it alone. Released when dropped.
-pub struct RecordingLock {
-    _lock: nix::fcntl::Flock<File>,
-}
-
-impl RecordingLock {
-    /// Take the lock without waiting; `Ok(None)` when someone else holds it.
-    pub fn try_acquire(dir: &Path) -> Result<Option<Self>> {
-        // The folder itself is locked: no lock file to create in (or leave behind in) a
-        // folder that may be being removed.
-        let file = File::open(dir).map_err(|e| Error::io("open", dir, e))?;
-        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => Ok(Some(RecordingLock { _lock: lock })),
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
-            Err((_, e)) => Err(Error::io("lock", dir, e.into())),
-        }
-    }
-}
-
-/// The spool's own lock. Recovery holds it exclusively while it picks the folders it
-/// will finish; a recorder holds it shared while it creates and claims its folder and
-/// while it removes it. So recovery never sees a folder that exists but is not yet
-/// claimed, nor one half removed.
-pub struct SpoolLock {
-    _lock: nix::fcntl::Flock<File>,
-}
-
-impl SpoolLock {
-    /// Wait for the lock (exclusive for recovery, shared for recorders). The lock is a
-    /// flock on the spool folder itself.
-    pub fn acquire(spool: &Path, exclusive: bool) -> Result<Self> {
-        let path = spool;
-        let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
-        let mode = if exclusive {
-            nix::fcntl::FlockArg::LockExclusive
-        } else {
-            nix::fcntl::FlockArg::LockShared
-        };
-        nix::fcntl::Flock::lock(file, mode)
-            .map(|lock| SpoolLock { _lock: lock })
-            .map_err(|(_, e)| Error::io("lock", path, e.into()))
-    }
-}
-
-/// Remove every `*.tmp` directly in `dir`.
+/// Remove every stale temporary file grabd made directly in `dir`.
 fn remove_stale_tmp(dir: &Path) -> Result<()> {
     for path in list_dir(dir)? {
-        if path.extension().is_some_and(|e| e == "tmp") {
+        if matches!(SpoolFile::of(&path), Some(SpoolFile::Tmp(_))) {
             tracing::info!(path = %path.display(), "removing stale temporary file");
             durable::remove_file(&path)?;
         }
     }
     Ok(())
-}
-
-fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut paths = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))? {
-        paths.push(entry.map_err(|e| Error::io("list", dir, e))?.path());
-    }
-    paths.sort();
-    Ok(paths)
 }
 
 /// Finish every cut-off recording under `spool` into `output`.
@@ -116,7 +67,13 @@ pub fn recover_spool(spool: &Path, output: &Path, muxer: MuxerSettings) -> Resul
     let mut claimed = Vec::new();
     {
         let _spool = SpoolLock::acquire(spool, true)?;
-        for dir in list_dir(spool)?.into_iter().filter(|p| p.is_dir()) {
+        for dir in list_dir(spool)? {
+            if !spool::is_recording_dir(&dir) {
+                if !remove_unmarked_empty_recording_dir(&dir)? {
+                    report.foreign.push(dir);
+                }
+                continue;
+            }
             match RecordingLock::try_acquire(&dir) {
                 Ok(Some(lock)) => claimed.push((dir, lock)),
                 Ok(None) => {
@@ -129,6 +86,14 @@ pub fn recover_spool(spool: &Path, output: &Path, muxer: MuxerSettings) -> Resul
                 }
             }
         }
+    }
+    if !report.foreign.is_empty() {
+        let names: Vec<String> = report
+            .foreign
+            .iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        tracing::warn!(spool = %spool.display(), entries = ?names, "left entries grabd did not make in the spool");
     }
     for (dir, _lock) in claimed {
         match finish_recording_dir(&dir, output, true, muxer) {
@@ -146,6 +111,21 @@ pub fn recover_spool(spool: &Path, output: &Path, muxer: MuxerSettings) -> Resul
     Ok(report)
 }
 
+/// A folder named like a recording but without the marker is what a power cut between
+/// creating a recording folder and writing its marker leaves; it is removed only when
+/// empty (then nothing in it can be anyone's). Returns whether it was removed.
+fn remove_unmarked_empty_recording_dir(dir: &Path) -> Result<bool> {
+    let id_named = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(spool::is_recording_id);
+    if !id_named || !dir.is_dir() || std::fs::remove_dir(dir).is_err() {
+        return Ok(false);
+    }
+    durable::sync_dir(dir.parent().unwrap_or(Path::new(".")))?;
+    Ok(true)
+}
+
 /// Whether a manifest belongs to this very file (name and size; the manifest is written
 /// only after its file is durable, and a rebuilt file gets a new manifest).
 fn describes(manifest: &Manifest, mkv: &Path) -> bool {
@@ -155,31 +135,15 @@ fn describes(manifest: &Manifest, mkv: &Path) -> bool {
         && size == Some(manifest.file.size_bytes)
 }
 
-/// Sort key of a part file `<chunk>.<stream>.mkv.part`: its stream's configured rank.
+/// Sort key of a part: its stream's configured rank.
 fn part_stream_rank(part: &Path, order: &[String]) -> usize {
-    let name = part
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let stream = name
-        .strip_suffix(".mkv.part")
-        .and_then(|stem| stem.split_once('.'))
-        .map(|(_, stream)| stream.to_owned())
-        .unwrap_or_default();
-    order
-        .iter()
-        .position(|s| *s == stream)
-        .unwrap_or(usize::MAX)
-}
-
-/// The id of a recording is the name of its spool folder.
-fn recording_id(dir: &Path) -> Result<String> {
-    dir.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| Error::BadFile {
-            path: dir.to_owned(),
-            reason: "not a recording folder".into(),
-        })
+    match SpoolFile::of(part) {
+        Some(SpoolFile::Part { stream, .. }) => order
+            .iter()
+            .position(|s| *s == stream)
+            .unwrap_or(usize::MAX),
+        _ => usize::MAX,
+    }
 }
 
 /// Run the procedure in the module docs on one recording folder. `Ok(None)` when it
@@ -190,23 +154,18 @@ pub fn finish_recording_dir(
     recovered: bool,
     muxer: MuxerSettings,
 ) -> Result<Option<Finished>> {
-    let id = recording_id(dir)?;
+    let id = spool::recording_id_of(dir)?;
     let session = Session::read(dir).ok();
     if session.is_none() && dir.join(SESSION_FILE).exists() {
         tracing::warn!(dir = %dir.display(), "session file unreadable; manifest will lack configs");
     }
     remove_stale_tmp(dir)?;
 
-    // Chunk id → its parts. Part names are `<chunk id>.<stream>.mkv.part`.
+    // Chunk id → its parts.
     let mut parts: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
     for path in list_dir(dir)? {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if let Some(stem) = name.strip_suffix(".mkv.part") {
-            let chunk_id = stem.split('.').next().unwrap_or(stem).to_owned();
-            parts.entry(chunk_id).or_default().push(path);
+        if let Some(SpoolFile::Part { chunk, .. }) = SpoolFile::of(&path) {
+            parts.entry(chunk).or_default().push(path);
         }
     }
     // Parts left behind mean data that may be in no final file yet (a cut-off chunk,
@@ -217,7 +176,7 @@ pub fn finish_recording_dir(
         .flat_map(|s| s.streams.iter().map(|c| c.name.clone()))
         .collect();
     for (chunk_id, mut chunk_parts) in parts {
-        let chunk = dir.join(format!("{chunk_id}.mkv"));
+        let chunk = spool::chunk_path(dir, &chunk_id);
         if !chunk.exists() {
             chunk_parts.sort_by_key(|p| part_stream_rank(p, &stream_order));
             merge_stream_files(&chunk_parts, &chunk, ReadMode::Salvage, muxer)?;
@@ -227,14 +186,16 @@ pub fn finish_recording_dir(
         }
     }
 
-    let mkv = output.join(format!("{id}.mkv"));
+    let mkv = spool::final_mkv_path(output, &id);
     let manifest_file = manifest_path(&mkv);
+    for tmp in spool::final_tmp_paths(output, &id) {
+        durable::remove_file(&tmp)?;
+    }
     if had_parts || !mkv.exists() {
-        durable::remove_file(&durable::tmp_path(&mkv))?;
         let tags = vec![(super::media::TAG_RECORDING_ID.to_owned(), id.clone())];
         if merge_recording_chunks(dir, &mkv, &tags, muxer, ReadMode::Salvage)?.is_none() {
             tracing::info!(dir = %dir.display(), "recording holds no frame; removing it");
-            durable::remove_dir_all(dir)?;
+            spool::remove_recording_dir(dir)?;
             return Ok(None);
         }
     } else if let Some(manifest) = read_manifest(&manifest_file)
@@ -242,10 +203,10 @@ pub fn finish_recording_dir(
         .filter(|m| describes(m, &mkv))
     {
         // Finished before the cut: only the spool folder's removal was interrupted.
-        durable::remove_dir_all(dir)?;
+        spool::remove_recording_dir(dir)?;
         return Ok(Some(Finished { mkv, manifest }));
     }
     let manifest = write_manifest(&mkv, session.as_ref(), &id, recovered)?;
-    durable::remove_dir_all(dir)?;
+    spool::remove_recording_dir(dir)?;
     Ok(Some(Finished { mkv, manifest }))
 }

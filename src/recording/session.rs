@@ -10,7 +10,8 @@ use super::error::{Error, Result};
 use super::finalizer::FinalOutput;
 use super::manifest::{Session, SessionStream};
 use super::media::TAG_RECORDING_ID;
-use super::recovery::{finish_recording_dir, Finished, RecordingLock, SpoolLock};
+use super::recovery::{finish_recording_dir, Finished};
+use super::spool::{self, RecordingLock, SpoolLock};
 use super::stream_config::StreamConfig;
 
 /// A recording in progress.
@@ -49,7 +50,7 @@ impl Recording {
         // recovery never takes it for a cut-off recording.
         let (id, dir, lock) = {
             let _spool = SpoolLock::acquire(spool, false)?;
-            let (id, dir) = create_unique_dir(spool, output)?;
+            let (id, dir) = spool::create_recording_dir(spool, output)?;
             let lock = RecordingLock::try_acquire(&dir)?.ok_or_else(|| {
                 Error::Storage(format!("{} is locked by another recorder", dir.display()))
             })?;
@@ -71,7 +72,7 @@ impl Recording {
         let result = (|| {
             session.write(&dir)?;
             options.final_output = Some(FinalOutput {
-                path: output.join(format!("{id}.mkv")),
+                path: spool::final_mkv_path(output, &id),
                 global_tags: vec![(TAG_RECORDING_ID.to_owned(), id.clone())],
             });
             let mut writer = ChunkedWriter::with_streams(&id, &dir, streams, options)?;
@@ -83,7 +84,7 @@ impl Recording {
             Err(e) => {
                 // Nothing was recorded: leave no trace.
                 let _spool = SpoolLock::acquire(spool, false);
-                let _ = durable::remove_dir_all(&dir);
+                let _ = spool::remove_recording_dir(&dir);
                 return Err(e);
             }
         };
@@ -137,34 +138,4 @@ impl Recording {
             chunks: report.chunks_rotated,
         })
     }
-}
-
-/// A recording id unique to the millisecond (`2026-11-25T07-56-21.123Z`, colons left
-/// out for FAT/exFAT cards), with `-1`, `-2`... when that name is taken in the spool or
-/// the output. Creating the folder is the claim.
-fn create_unique_dir(spool: &Path, output: &Path) -> Result<(String, PathBuf)> {
-    let base = crate::clock::rfc3339_ms(crate::clock::unix_us()).replace(':', "-");
-    for n in 0..1000 {
-        let id = if n == 0 {
-            base.clone()
-        } else {
-            format!("{base}-{n}")
-        };
-        if output.join(format!("{id}.mkv")).exists() {
-            continue;
-        }
-        let dir = spool.join(&id);
-        match std::fs::create_dir(&dir) {
-            Ok(()) => {
-                durable::sync_dir(spool)?;
-                return Ok((id, dir));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Error::io("create directory", &dir, e)),
-        }
-    }
-    Err(Error::Storage(format!(
-        "no free recording id under {}",
-        spool.display()
-    )))
 }

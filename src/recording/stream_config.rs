@@ -221,12 +221,7 @@ pub fn parse_pixel_format(name: &str) -> Result<Pixel> {
 
 /// Stream names become file names and track titles: keep them plain.
 pub fn validate_stream_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if ok {
+    if super::spool::is_plain_name(name) {
         Ok(())
     } else {
         Err(Error::InvalidConfig(format!(
