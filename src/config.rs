@@ -23,6 +23,8 @@
 //! batch_with = "rgb"     # one packet per frame of this stream (default: first video)
 //! ```
 
+mod mistake;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -33,14 +35,26 @@ use crate::recording::{
     DataStreamConfig, MuxerSettings, StreamConfig, VideoStreamConfig, WriterOptions,
 };
 
+use mistake::Source;
+pub use mistake::{KeyPath, Mistake};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {cause}")]
     Read { path: String, cause: std::io::Error },
-    #[error("config {path}: {message}")]
-    Parse { path: String, message: String },
-    #[error("config: {0}")]
-    Invalid(String),
+    /// `config FILE:LINE:COL: key: what is wrong` (position and key when known).
+    #[error(
+        "config {origin}{}: {}{message}",
+        position.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default(),
+        key.as_ref().map(|k| format!("{k}: ")).unwrap_or_default()
+    )]
+    Mistake {
+        origin: String,
+        /// 1-based line and column.
+        position: Option<(usize, usize)>,
+        key: Option<String>,
+        message: String,
+    },
 }
 
 /// The file as written.
@@ -65,6 +79,17 @@ pub struct RawRecording {
     pub min_free_mb: Option<u64>,
 }
 
+/// The keys of a `[[stream]]` that [`RawStream`] reads itself; the rest are the stream
+/// config's own fields.
+const RAW_STREAM_KEYS: &[&str] = &[
+    "name",
+    "kind",
+    "source",
+    "rate_hz",
+    "batch_with",
+    "batch_hz",
+];
+
 #[derive(Debug, Deserialize)]
 pub struct RawStream {
     pub name: String,
@@ -74,7 +99,8 @@ pub struct RawStream {
     pub rate_hz: Option<f64>,
     pub batch_with: Option<String>,
     pub batch_hz: Option<f64>,
-    /// Everything else: the stream config's own fields.
+    /// Everything else: the stream config's own fields (read from the file's own table,
+    /// so that their mistakes keep their position).
     #[serde(flatten)]
     pub rest: toml::Table,
 }
@@ -165,11 +191,9 @@ impl Config {
     }
 
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: origin.to_owned(),
-            message: e.message().to_owned(),
-        })?;
-        let mut config = Self::from_raw(raw)?;
+        let source = Source::parse(text, origin)?;
+        let raw: RawConfig = source.deserialize().map_err(|m| source.place(m))?;
+        let mut config = Self::from_raw(raw, &source).map_err(|m| source.place(m))?;
         if config.streams.is_empty() {
             // A file with only [recording] keeps the built-in streams.
             config.streams = Self::default_synthetic()?.streams;
@@ -177,15 +201,17 @@ impl Config {
         Ok(config)
     }
 
-    fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
-        let invalid = |m: String| ConfigError::Invalid(m);
+    fn from_raw(raw: RawConfig, source: &Source) -> Result<Self, Mistake> {
+        let recording = KeyPath::top("recording");
+        let invalid = |key: &str, m: String| Mistake::at(recording.key(key), m);
         let r = &raw.recording;
         let mut writer = WriterOptions::default();
         if let Some(s) = r.chunk_length_s {
             if !(0.1..=86_400.0).contains(&s) {
-                return Err(invalid(format!(
-                    "chunk_length_s must be 0.1..86400, got {s}"
-                )));
+                return Err(invalid(
+                    "chunk_length_s",
+                    format!("chunk_length_s must be 0.1..86400, got {s}"),
+                ));
             }
             writer.chunk_length = Duration::from_millis((s * 1000.0).round() as u64);
         }
@@ -194,9 +220,10 @@ impl Config {
         }
         if let Some(s) = r.rotation_grace_s {
             if !(s.is_finite() && s > 0.0) {
-                return Err(invalid(format!(
-                    "rotation_grace_s must be positive, got {s}"
-                )));
+                return Err(invalid(
+                    "rotation_grace_s",
+                    format!("rotation_grace_s must be positive, got {s}"),
+                ));
             }
             writer.rotation_grace = Duration::from_secs_f64(s);
         }
@@ -214,14 +241,25 @@ impl Config {
             .iter()
             .find(|s| s.kind == "video")
             .map(|s| s.name.clone());
+        let tables = source
+            .table()
+            .get("stream")
+            .and_then(toml_edit::Item::as_array_of_tables);
         let mut streams = Vec::new();
-        for s in raw.stream {
-            let err = |m: String| ConfigError::Invalid(format!("stream {:?}: {m}", s.name));
+        for (index, s) in raw.stream.into_iter().enumerate() {
+            let at = KeyPath::stream(index, &s.name);
+            let err = |m: String| Mistake::at(at.clone(), m);
+            let setting = |e| stream_mistake(&at, e);
+            let fields = || {
+                tables
+                    .and_then(|t| t.get(index))
+                    .ok_or_else(|| err("not a [[stream]] table".into()))
+            };
             if s.source != "synthetic" {
-                return Err(err(format!(
-                    "unknown source {:?} (this build has: synthetic)",
-                    s.source
-                )));
+                return Err(Mistake::at(
+                    at.key("source"),
+                    format!("unknown source {:?} (this build has: synthetic)", s.source),
+                ));
             }
             let (config, source) = match s.kind.as_str() {
                 "video" => {
@@ -230,19 +268,18 @@ impl Config {
                             "rate_hz/batch_with/batch_hz are for data streams".into()
                         ));
                     }
-                    let video: VideoStreamConfig = s
-                        .rest
-                        .clone()
-                        .try_into()
-                        .map_err(|e: toml::de::Error| err(e.message().to_owned()))?;
-                    crate::recording::VideoStreamEncoder::check(&video)
-                        .map_err(|e| err(e.to_string()))?;
+                    let video: VideoStreamConfig =
+                        source.deserialize_table(fields()?, &at, RAW_STREAM_KEYS)?;
+                    crate::recording::VideoStreamEncoder::check(&video).map_err(setting)?;
                     let pattern = SyntheticPattern::for_pixel_format(&video.input_pixel_format)
                         .ok_or_else(|| {
-                            err(format!(
-                                "the synthetic source makes rgb24, gray16le or yuyv422, not {}",
-                                video.input_pixel_format
-                            ))
+                            Mistake::at(
+                                at.key("input_pixel_format"),
+                                format!(
+                                    "the synthetic source makes rgb24, gray16le or yuyv422, not {}",
+                                    video.input_pixel_format
+                                ),
+                            )
                         })?;
                     (
                         StreamConfig::Video(video),
@@ -250,21 +287,24 @@ impl Config {
                     )
                 }
                 "data" => {
-                    let data: DataStreamConfig = s
-                        .rest
-                        .clone()
-                        .try_into()
-                        .map_err(|e: toml::de::Error| err(e.message().to_owned()))?;
-                    data.validate().map_err(|e| err(e.to_string()))?;
+                    let data: DataStreamConfig =
+                        source.deserialize_table(fields()?, &at, RAW_STREAM_KEYS)?;
+                    data.validate().map_err(setting)?;
                     let rate_hz = s.rate_hz.unwrap_or(100.0);
                     if !(rate_hz.is_finite() && rate_hz > 0.0 && rate_hz <= 10_000.0) {
-                        return Err(err(format!("rate_hz must be 0..10000, got {rate_hz}")));
+                        return Err(Mistake::at(
+                            at.key("rate_hz"),
+                            format!("rate_hz must be 0..10000, got {rate_hz}"),
+                        ));
                     }
                     let batching = match (s.batch_hz, s.batch_with.clone().or(first_video.clone()))
                     {
                         (Some(hz), _) if hz.is_finite() && hz > 0.0 => Batching::Rate(hz),
                         (Some(hz), _) => {
-                            return Err(err(format!("batch_hz must be positive, got {hz}")))
+                            return Err(Mistake::at(
+                                at.key("batch_hz"),
+                                format!("batch_hz must be positive, got {hz}"),
+                            ))
                         }
                         (None, Some(video)) => Batching::PerFrameOf(video),
                         (None, None) => Batching::Rate(25.0),
@@ -275,9 +315,10 @@ impl Config {
                     )
                 }
                 other => {
-                    return Err(err(format!(
-                        "kind must be \"video\" or \"data\", got {other:?}"
-                    )))
+                    return Err(Mistake::at(
+                        at.key("kind"),
+                        format!("kind must be \"video\" or \"data\", got {other:?}"),
+                    ))
                 }
             };
             streams.push(StreamSpec {
@@ -286,11 +327,15 @@ impl Config {
                 source,
             });
         }
-        for spec in &streams {
+        for (index, spec) in streams.iter().enumerate() {
+            let at = KeyPath::stream(index, &spec.name);
             crate::recording::stream_config::validate_stream_name(&spec.name)
-                .map_err(|e| invalid(e.to_string()))?;
-            if streams.iter().filter(|o| o.name == spec.name).count() > 1 {
-                return Err(invalid(format!("stream {:?} appears twice", spec.name)));
+                .map_err(|e| stream_mistake(&at, e.for_field("name")))?;
+            if streams[..index].iter().any(|o| o.name == spec.name) {
+                return Err(Mistake::at(
+                    at.key("name"),
+                    format!("stream {:?} appears twice", spec.name),
+                ));
             }
             if let SourceSpec::SyntheticImu {
                 batching: Batching::PerFrameOf(video),
@@ -301,10 +346,10 @@ impl Config {
                     .iter()
                     .any(|o| &o.name == video && matches!(o.config, StreamConfig::Video(_)));
                 if !ok {
-                    return Err(invalid(format!(
-                        "stream {:?}: batch_with names {video:?}, which is not a video stream",
-                        spec.name
-                    )));
+                    return Err(Mistake::at(
+                        at.key("batch_with"),
+                        format!("batch_with names {video:?}, which is not a video stream"),
+                    ));
                 }
             }
         }
@@ -321,6 +366,16 @@ impl Config {
             .iter()
             .map(|s| (s.name.clone(), s.config.clone()))
             .collect()
+    }
+}
+
+/// A stream config's own error, as a mistake in the stream's table of the file.
+fn stream_mistake(stream: &KeyPath, e: crate::recording::Error) -> Mistake {
+    use crate::recording::Error;
+    match e {
+        Error::InvalidSetting { field, message } => Mistake::at(stream.key(field), message),
+        Error::InvalidConfig(message) => Mistake::at(stream.clone(), message),
+        other => Mistake::at(stream.clone(), other.to_string()),
     }
 }
 

@@ -14,39 +14,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::cli::{entries, grabd, read_json, signal, verify, Rig, Run, CONFIG, HEAVY_CONFIG};
+use common::cli::{
+    assert_config_refused, entries, grabd, read_json, signal, verify, Rig, Run, CONFIG,
+    HEAVY_CONFIG,
+};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 impl Rig {
-    fn record(&self, duration: &str) -> Run {
-        Run::from(
-            self.record_cmd(&self.config, &self.spool, &self.output, duration)
-                .output()
-                .unwrap(),
-        )
-    }
-
     fn spawn_record(&self, duration: &str) -> Child {
         self.record_cmd(&self.config, &self.spool, &self.output, duration)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap()
-    }
-
-    /// Neither the spool nor the output holds anything (they may not even exist).
-    fn assert_nothing_left(&self) {
-        assert!(
-            entries(&self.spool).is_empty(),
-            "spool: {:?}",
-            entries(&self.spool)
-        );
-        assert!(
-            entries(&self.output).is_empty(),
-            "output: {:?}",
-            entries(&self.output)
-        );
     }
 }
 
@@ -192,28 +173,6 @@ fn bad_flags_exit_2_and_create_nothing() {
     for sub in ["record", "recover", "verify"] {
         assert!(help.stdout.contains(sub), "{}", help.stdout);
     }
-}
-
-/// Config problems: exit 2, one stderr line naming the problem, nothing created.
-fn assert_config_refused(config_text: Option<&[u8]>, config_path: Option<&Path>, needle: &str) {
-    let rig = Rig::new();
-    let path = config_path.map_or_else(|| rig.root.join("bad.toml"), Path::to_owned);
-    if let Some(text) = config_text {
-        fs::write(&path, text).unwrap();
-    }
-    let r = Run::from(
-        rig.record_cmd(&path, &rig.spool, &rig.output, "2")
-            .output()
-            .unwrap(),
-    );
-    assert_eq!(r.code, 2, "{needle}: {}", r.stderr);
-    let line = r.one_line_error();
-    assert!(
-        line.contains(needle),
-        "error should name {needle:?}: {line}"
-    );
-    assert!(r.stdout.trim().is_empty(), "{}", r.stdout);
-    rig.assert_nothing_left();
 }
 
 #[test]
@@ -557,7 +516,7 @@ fn record_prints_the_final_path_and_a_true_manifest() {
     let rig = Rig::new();
     let duration = 3.0;
     let before = SystemTime::now();
-    let r = rig.record("3");
+    let r = rig.run_record("3");
     let after = SystemTime::now();
     assert_eq!(r.code, 0, "{}", r.stderr);
     let mkv = PathBuf::from(r.last_line().expect("the final path"));
@@ -674,7 +633,7 @@ fn recording_ids_are_unique_within_a_millisecond() {
             }
             claimed.insert(id);
         }
-        let r = rig.record("0.5");
+        let r = rig.run_record("0.5");
         assert_eq!(r.code, 0, "{}", r.stderr);
         let mkv = PathBuf::from(r.last_line().unwrap());
         let id = mkv.file_stem().unwrap().to_string_lossy().into_owned();

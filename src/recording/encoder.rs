@@ -275,9 +275,10 @@ fn open_checked(
     }
     let unused: Vec<String> = leftover.iter().map(|(k, _)| k.to_string()).collect();
     if !unused.is_empty() {
-        return Err(Error::InvalidConfig(format!(
-            "encoder {name} does not know the options {unused:?}"
-        )));
+        return Err(Error::InvalidSetting {
+            field: "options",
+            message: format!("encoder {name} does not know the options {unused:?}"),
+        });
     }
     Ok(encoder::video::Encoder(video))
 }

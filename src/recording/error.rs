@@ -8,6 +8,12 @@ pub enum Error {
     /// A stream or writer configuration that cannot work; caught before the first frame.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+    /// One setting of a stream config cannot work; `field` is its name in the config.
+    #[error("invalid configuration: {field}: {message}")]
+    InvalidSetting {
+        field: &'static str,
+        message: String,
+    },
     /// A file-system operation failed; the path says where.
     // The cause is part of the one-line message and deliberately not a `#[source]`,
     // so that printing the error chain does not repeat it.
@@ -46,6 +52,14 @@ impl Error {
         Error::Media {
             context: context.into(),
             cause,
+        }
+    }
+
+    /// This configuration error, as one about the setting `field`.
+    pub fn for_field(self, field: &'static str) -> Self {
+        match self {
+            Error::InvalidConfig(message) => Error::InvalidSetting { field, message },
+            other => other,
         }
     }
 

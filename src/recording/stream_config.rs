@@ -99,31 +99,38 @@ impl VideoStreamConfig {
     /// Check everything that can be checked without a frame.
     pub fn validate(&self) -> Result<()> {
         ensure_init();
-        let bad = |msg: String| Err(Error::InvalidConfig(msg));
+        let bad =
+            |field: &'static str, message: String| Err(Error::InvalidSetting { field, message });
         if self.width == 0 || self.height == 0 {
-            return bad(format!(
-                "video size {}x{} is empty",
-                self.width, self.height
-            ));
+            let field = if self.width == 0 { "width" } else { "height" };
+            return bad(
+                field,
+                format!("video size {}x{} is empty", self.width, self.height),
+            );
         }
         if !(self.fps.is_finite() && self.fps > 0.0) {
-            return bad(format!("fps must be positive, got {}", self.fps));
+            return bad("fps", format!("fps must be positive, got {}", self.fps));
         }
-        let input = parse_pixel_format(&self.input_pixel_format)?;
-        let output = parse_pixel_format(&self.output_pixel_format)?;
-        let _ = input;
-        let codec = encoder::find_by_name(&self.codec)
-            .ok_or_else(|| Error::InvalidConfig(format!("unknown encoder {:?}", self.codec)))?;
+        parse_pixel_format(&self.input_pixel_format)
+            .map_err(|e| e.for_field("input_pixel_format"))?;
+        let output = parse_pixel_format(&self.output_pixel_format)
+            .map_err(|e| e.for_field("output_pixel_format"))?;
+        let Some(codec) = encoder::find_by_name(&self.codec) else {
+            return bad("codec", format!("unknown encoder {:?}", self.codec));
+        };
         if codec.medium() != media::Type::Video {
-            return bad(format!("{:?} is not a video encoder", self.codec));
+            return bad("codec", format!("{:?} is not a video encoder", self.codec));
         }
         if let Some(formats) = codec.video().ok().and_then(|v| v.formats()) {
             let formats: Vec<Pixel> = formats.collect();
             if !formats.is_empty() && !formats.contains(&output) {
-                return bad(format!(
-                    "encoder {} cannot encode pixel format {}",
-                    self.codec, self.output_pixel_format
-                ));
+                return bad(
+                    "output_pixel_format",
+                    format!(
+                        "encoder {} cannot encode pixel format {}",
+                        self.codec, self.output_pixel_format
+                    ),
+                );
             }
         }
         Ok(())
@@ -163,7 +170,9 @@ impl DataStreamConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        self.codec_id().map(|_| ())
+        self.codec_id()
+            .map(|_| ())
+            .map_err(|e| e.for_field("codec"))
     }
 
     /// The libavcodec id of the subtitle codec named in the config.
@@ -251,7 +260,7 @@ mod tests {
         ] {
             assert!(matches!(
                 VideoStreamConfig::new(w, h, fps),
-                Err(Error::InvalidConfig(_))
+                Err(Error::InvalidSetting { .. })
             ));
         }
         let c = VideoStreamConfig::new(64, 64, 25.0).unwrap();

@@ -190,6 +190,29 @@ impl Rig {
         cmd
     }
 
+    /// `grabd record` for `duration` with the rig's config, spool and output.
+    pub fn run_record(&self, duration: &str) -> Run {
+        Run::from(
+            self.record_cmd(&self.config, &self.spool, &self.output, duration)
+                .output()
+                .unwrap(),
+        )
+    }
+
+    /// Neither the spool nor the output holds anything (they may not even exist).
+    pub fn assert_nothing_left(&self) {
+        assert!(
+            entries(&self.spool).is_empty(),
+            "spool: {:?}",
+            entries(&self.spool)
+        );
+        assert!(
+            entries(&self.output).is_empty(),
+            "output: {:?}",
+            entries(&self.output)
+        );
+    }
+
     /// Append `record` for `duration` with the rig's config, spool and output to `cmd`
     /// (`grabd` itself, or a wrapper such as strace that runs it).
     pub fn record_args<'c>(&self, cmd: &'c mut Command, duration: &str) -> &'c mut Command {
@@ -288,4 +311,26 @@ pub fn verify(mkv: &Path) -> Value {
 pub fn read_json(path: &Path) -> Value {
     let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
+}
+
+/// Config problems: exit 2, one stderr line naming the problem, nothing created.
+pub fn assert_config_refused(config_text: Option<&[u8]>, config_path: Option<&Path>, needle: &str) {
+    let rig = Rig::new();
+    let path = config_path.map_or_else(|| rig.root.join("bad.toml"), Path::to_owned);
+    if let Some(text) = config_text {
+        fs::write(&path, text).unwrap();
+    }
+    let r = Run::from(
+        rig.record_cmd(&path, &rig.spool, &rig.output, "2")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(r.code, 2, "{needle}: {}", r.stderr);
+    let line = r.one_line_error();
+    assert!(
+        line.contains(needle),
+        "error should name {needle:?}: {line}"
+    );
+    assert!(r.stdout.trim().is_empty(), "{}", r.stdout);
+    rig.assert_nothing_left();
 }
