@@ -15,8 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::cli::{
-    assert_config_refused, entries, grabd, read_json, signal, verify, Rig, Run, CONFIG,
-    HEAVY_CONFIG,
+    assert_config_refused, entries, grabd, read_json, signal, verify, wait_new_dir, Rig, Run,
+    CONFIG, HEAVY_CONFIG,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -415,7 +415,9 @@ fn sigint_and_sigterm_stop_cleanly_with_a_finished_file() {
         std::thread::spawn(move || {
             let rig = Rig::new();
             let mut child = rig.spawn_record("30");
-            let started = Instant::now();
+            // Recorded time counts from the recording folder (start-up before it, which
+            // a loaded machine slows, is not recording).
+            let (_, started) = wait_new_dir(&rig.spool, &[], &mut child);
             // Wait until the first chunk is finished, so the signal lands mid-recording.
             let deadline = started + Duration::from_secs(15);
             let first_chunk = loop {
