@@ -1,6 +1,6 @@
 SUMMARY = "Minimal image that boots into the grabd field recorder"
 DESCRIPTION = "A read-only root file system with systemd and grabd; recordings go \
-               to the /data partition (wic/grabd-sdimage.wks)."
+               to the /data partition (files/wic/grabd-sdimage.wks)."
 LICENSE = "MIT"
 
 inherit core-image

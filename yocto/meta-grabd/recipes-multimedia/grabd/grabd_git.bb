@@ -43,7 +43,8 @@ do_install:append() {
     install -D -m 0644 ${UNPACKDIR}/grabd.toml ${D}${sysconfdir}/grabd/grabd.toml
 }
 
-# The default config differs per machine (files/<MACHINE>/grabd.toml).
+# The default config differs per machine: files/grabd.toml (libx264: Pi 5 and the rest),
+# files/raspberrypi4-64/grabd.toml (the hardware encoder).
 PACKAGE_ARCH = "${MACHINE_ARCH}"
 
 FILES:${PN} += "\
