@@ -1305,6 +1305,7 @@ fn task_merge(p: &Value) -> Result<Value> {
         let mut do_merge = || -> Result<()> {
             let t = Instant::now();
             merge_stream_files(parts, &chunk, ReadMode::Strict, MuxerSettings::default())?
+                .summary
                 .ok_or_else(|| anyhow!("empty merge"))?;
             merge_s += t.elapsed().as_secs_f64();
             merge_bytes += fs::metadata(&chunk)?.len();

@@ -1193,3 +1193,138 @@ fn recover_during_a_recording_leaves_an_output_inside_the_spool() {
     let v = verify(&mkv);
     assert!(stream_packets(&v, "rgb") >= 80, "{v}");
 }
+
+/// Every file (name, bytes) of some folders, to put them back as they were.
+struct Snapshot(Vec<(PathBuf, Vec<NamedBytes>)>);
+
+type NamedBytes = (String, Vec<u8>);
+
+impl Snapshot {
+    fn take(dirs: &[&Path]) -> Snapshot {
+        Snapshot(
+            dirs.iter()
+                .map(|dir| {
+                    let files = names_in(dir)
+                        .into_iter()
+                        .map(|n| (n.clone(), fs::read(dir.join(&n)).unwrap()))
+                        .collect();
+                    (dir.to_path_buf(), files)
+                })
+                .collect(),
+        )
+    }
+
+    fn restore(&self) {
+        for (dir, files) in &self.0 {
+            let _ = fs::remove_dir_all(dir);
+            fs::create_dir_all(dir).unwrap();
+            for (name, bytes) in files {
+                fs::write(dir.join(name), bytes).unwrap();
+            }
+        }
+    }
+}
+
+/// The parts (file names) a recording folder holds.
+fn parts_in(dir: &Path) -> Vec<String> {
+    names_in(dir)
+        .into_iter()
+        .filter(|n| n.ends_with(".mkv.part"))
+        .collect()
+}
+
+/// Issue 12 item 3: a part that its chunk does not hold (a failed close, an encoder that
+/// hung or panicked at stop, a part that came after its chunk was merged) is merged into
+/// the final file by recovery, never deleted because its chunk exists.
+///
+/// Regression test: failed on 377863d (recovery deleted every part whose chunk file
+/// existed).
+#[test]
+fn recover_merges_a_part_its_chunk_lacks() {
+    let rig = Rig::new();
+    let k = crash(&rig, "crash", Duration::from_millis(2850));
+    let parts = parts_in(&k.dir);
+    assert!(
+        parts.iter().any(|p| p.ends_with(".imu.mkv.part")),
+        "no imu part in progress: {parts:?}"
+    );
+    // Merge each chunk without its imu part, as the finalizer does when that part never
+    // reached it, and delete what the merge consumed.
+    let chunks: std::collections::BTreeSet<String> = parts
+        .iter()
+        .map(|p| p.split('.').next().unwrap().to_owned())
+        .collect();
+    for chunk in chunks {
+        let inputs: Vec<PathBuf> = parts
+            .iter()
+            .filter(|p| p.starts_with(&format!("{chunk}.")) && !p.contains(".imu."))
+            .map(|p| k.dir.join(p))
+            .collect();
+        let merged = recording::merge_stream_files(
+            &inputs,
+            &k.dir.join(format!("{chunk}.mkv")),
+            recording::ReadMode::Salvage,
+            recording::MuxerSettings::default(),
+        )
+        .unwrap();
+        assert_eq!(merged.consumed, inputs);
+        for p in &merged.consumed {
+            fs::remove_file(p).unwrap();
+        }
+    }
+    let r = rig.recover();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    check_recovered(&rig, &k);
+    rig.assert_clean();
+}
+
+/// Issue 12 item 3, fault injection: recovery under a low RLIMIT_NOFILE, where opening
+/// a part fails with EMFILE. Whatever the limit, no part may be deleted unread: either
+/// recover finishes with every packet, or it fails and a later recover (with the normal
+/// limit) gets every packet.
+///
+/// Regression test: failed on 377863d (salvage skipped a part it could not open, on any
+/// error, and its caller then deleted all the chunk's parts).
+#[test]
+fn recover_short_of_file_descriptors_deletes_no_unread_part() {
+    let rig = Rig::new();
+    let k = crash(&rig, "crash", Duration::from_millis(2850));
+    assert!(!parts_in(&k.dir).is_empty());
+    let before = Snapshot::take(&[&k.dir, &rig.output]);
+    let mut failed_runs = 0;
+    for limit in 4..=14 {
+        before.restore();
+        let limited: Run = std::process::Command::new("prlimit")
+            .arg(format!("--nofile={limit}:{limit}"))
+            .arg(cli::BIN)
+            .arg("recover")
+            .arg("--spool")
+            .arg(&rig.spool)
+            .arg("--output")
+            .arg(&rig.output)
+            .output()
+            .expect("prlimit (util-linux)")
+            .into();
+        if limited.code != 0 {
+            failed_runs += 1;
+            let r = rig.recover();
+            assert_eq!(r.code, 0, "limit {limit}, then: {}", r.stderr);
+        }
+        let v = verify(&rig.mkv_of(&k.dir));
+        for (stream, &n) in &k.on_disk {
+            let got = stream_packets(&v, stream);
+            assert!(
+                got >= n,
+                "limit {limit} (recover exit {}): {stream} has {got} packets, the spool held \
+                 {n}\n{}",
+                limited.code,
+                limited.stderr
+            );
+        }
+        rig.assert_clean();
+    }
+    assert!(
+        failed_runs > 0,
+        "no limit made recover fail: no fault injected"
+    );
+}

@@ -358,27 +358,21 @@ fn strace_works() -> Result<bool, String> {
     Ok(probe(&["--seccomp-bpf"]).is_ok_and(|o| o.status.success()))
 }
 
-/// `strace` prefix for a grabd command, or `None` (with the reason printed) when this
-/// environment cannot trace.
-fn strace_command(log: &Path) -> Option<Command> {
-    match strace_works() {
-        Ok(seccomp) => {
-            let mut cmd = Command::new("strace");
-            if seccomp {
-                cmd.arg("--seccomp-bpf");
-            }
-            cmd.args(["-f", "-y", "-e"])
-                .arg(format!("trace={TRACED}"))
-                .arg("-o")
-                .arg(log)
-                .arg(BIN);
-            Some(cmd)
-        }
-        Err(why) => {
-            eprintln!("SKIPPED: strace cannot trace in this environment: {why}");
-            None
-        }
+/// `strace` prefix for a grabd command. A missing or unusable strace fails the test
+/// (scripts/deps installs it): a durability test that cannot trace must not pass.
+fn strace_command(log: &Path) -> Command {
+    let seccomp = strace_works()
+        .unwrap_or_else(|why| panic!("strace cannot trace here ({why}); scripts/deps installs it"));
+    let mut cmd = Command::new("strace");
+    if seccomp {
+        cmd.arg("--seccomp-bpf");
     }
+    cmd.args(["-f", "-y", "-e"])
+        .arg(format!("trace={TRACED}"))
+        .arg("-o")
+        .arg(log)
+        .arg(BIN);
+    cmd
 }
 
 fn report(bad: &[String]) -> String {
@@ -395,9 +389,7 @@ fn report(bad: &[String]) -> String {
 fn record_follows_the_durability_protocol() {
     let rig = Rig::new();
     let log = rig.root.join("record.strace");
-    let Some(mut cmd) = strace_command(&log) else {
-        return;
-    };
+    let mut cmd = strace_command(&log);
     rig.record_args(&mut cmd, "2.5");
     let out = cmd.output().expect("run strace grabd record");
     assert!(
@@ -504,9 +496,7 @@ fn record_follows_the_durability_protocol() {
 fn recover_follows_the_durability_protocol() {
     let rig = Rig::new();
     let log = rig.root.join("recover.strace");
-    let Some(mut traced) = strace_command(&log) else {
-        return;
-    };
+    let mut traced = strace_command(&log);
     let mut cmd = Command::new(BIN);
     rig.record_args(&mut cmd, "60");
     let mut child = cmd

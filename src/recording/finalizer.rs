@@ -127,7 +127,8 @@ pub fn run(
     report
 }
 
-/// Merge a chunk's parts durably, then remove the parts (they are now in the chunk).
+/// Merge a chunk's parts durably, then remove the parts the merge consumed (only those:
+/// a part it could not read stays for recovery).
 fn finalize_chunk(
     dir: &Path,
     job: &ChunkJob,
@@ -135,22 +136,22 @@ fn finalize_chunk(
     muxer: MuxerSettings,
 ) -> Result<Option<ChunkInfo>> {
     // Tracks in the configured order, whatever order the streams arrived in.
-    let mut parts: Vec<&ClosedPart> = job.parts.iter().filter(|p| p.packets > 0).collect();
+    let mut parts: Vec<&ClosedPart> = job.parts.iter().collect();
     parts.sort_by_key(|p| stream_order.iter().position(|s| *s == p.stream));
     let parts: Vec<PathBuf> = parts.into_iter().map(|p| p.path.clone()).collect();
     let path = super::spool::chunk_path(dir, &job.id);
-    let summary = match merge_stream_files(&parts, &path, ReadMode::Strict, muxer) {
-        Ok(summary) => summary,
+    let merged = match merge_stream_files(&parts, &path, ReadMode::Strict, muxer) {
+        Ok(merged) => merged,
         Err(e) => {
             // A part cut short by a failed encoder is still readable up to its last cluster.
             tracing::warn!(chunk = %job.id, error = %e, "strict merge failed; salvaging");
             merge_stream_files(&parts, &path, ReadMode::Salvage, muxer)?
         }
     };
-    for part in &job.parts {
-        durable::remove_file(&part.path)?;
+    for part in &merged.consumed {
+        durable::remove_file(part)?;
     }
-    Ok(summary.map(|summary| ChunkInfo {
+    Ok(merged.summary.map(|summary| ChunkInfo {
         id: job.id.clone(),
         path,
         start_us: job.start_us,

@@ -18,6 +18,12 @@ pub const TAG_CHUNK_START_US: &str = "GRABD_CHUNK_START_US";
 pub const TAG_ORIGIN_UNIX_US: &str = "GRABD_ORIGIN_UNIX_US";
 /// Global tag: the recording id.
 pub const TAG_RECORDING_ID: &str = "GRABD_RECORDING_ID";
+/// Track tag: the grabd stream a track holds. Tracks are matched by it, never by their
+/// title (the user's `TITLE` metadata names the track).
+pub const TAG_STREAM: &str = "GRABD_STREAM";
+/// Global tag of a merged chunk: the part files it holds, `/`-separated (a `/` is in no
+/// file name). Only these parts may be deleted once the chunk is durable.
+pub const TAG_PARTS: &str = "GRABD_PARTS";
 
 /// Initialise libav once per process and keep its logging to errors.
 pub fn ensure_init() {
@@ -210,9 +216,26 @@ pub fn int_tag(input: &format::context::Input, key: &str) -> Option<i64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// The stream's name (the Matroska track name).
+/// The grabd stream a track holds (its [`TAG_STREAM`] tag).
+pub fn stream_name(stream: &format::stream::Stream) -> Option<String> {
+    stream.metadata().get(TAG_STREAM).map(str::to_owned)
+}
+
+/// The track's title (its name in players).
 pub fn stream_title(stream: &format::stream::Stream) -> Option<String> {
     stream.metadata().get("title").map(str::to_owned)
+}
+
+/// Whether a read error means the file itself is damaged or cut short (so salvage ends
+/// it there), rather than a failure to read it now (EMFILE, ENOMEM...: salvage must
+/// fail and leave the file for a later try). libav reports a file cut short inside an
+/// element as EIO, so an EIO counts as damage only if the file reads back whole.
+pub fn is_damage(path: &Path, cause: &ffmpeg::Error) -> bool {
+    match cause {
+        ffmpeg::Error::Other { errno } if *errno == nix::libc::EIO => std::fs::read(path).is_ok(),
+        ffmpeg::Error::Other { .. } => false,
+        _ => true,
+    }
 }
 
 /// Rescale a timestamp between time bases with libav's rounding (nearest, ties away).
@@ -221,8 +244,9 @@ pub fn rescale(value: i64, from: Rational, to: Rational) -> i64 {
     value.rescale(from, to)
 }
 
-/// Read the next packet. `Ok(None)` at end of file; a truncated file (power cut) also
-/// ends here when `salvage` is set, since it is readable only up to its last cluster.
+/// Read the next packet. `Ok(None)` at end of file; a truncated or damaged file (power
+/// cut) also ends here when `salvage` is set, since it is readable only up to its last
+/// cluster. Errors that are not damage ([`is_damage`]) are errors in either mode.
 pub fn read_packet(
     input: &mut format::context::Input,
     path: &Path,
@@ -232,7 +256,7 @@ pub fn read_packet(
     match packet.read(input) {
         Ok(()) => Ok(Some(packet)),
         Err(ffmpeg::Error::Eof) => Ok(None),
-        Err(e) if salvage => {
+        Err(e) if salvage && is_damage(path, &e) => {
             tracing::warn!(path = %path.display(), error = %e, "stopped reading a damaged file at its last readable packet");
             Ok(None)
         }

@@ -15,8 +15,8 @@ use ffmpeg_next::{self as ffmpeg, format, Dictionary, Rational};
 use super::durable;
 use super::error::{Error, Result};
 use super::media::{
-    create_mkv, int_tag, open_for_copy, read_packet, rescale, stream_title, write_mkv_header,
-    MuxerSettings, MICROS, TAG_CHUNK_START_US,
+    create_mkv, int_tag, is_damage, open_for_copy, read_packet, rescale, stream_name,
+    write_mkv_header, MuxerSettings, MICROS, TAG_CHUNK_START_US, TAG_PARTS,
 };
 use super::probe::DecodeCheck;
 use super::spool::SpoolFile;
@@ -83,63 +83,100 @@ fn packet_time_us(packet: &ffmpeg::Packet, tb: Rational) -> i64 {
     rescale(t, tb, MICROS)
 }
 
-/// Merge single-stream part files into one multi-stream Matroska file by packet copy,
-/// interleaved by timestamp. Parts that hold no readable packet are left out. Returns
-/// `Ok(None)` (and writes nothing) when no part holds a packet.
+/// What [`merge_stream_files`] did.
+#[derive(Debug, Default)]
+pub struct Merged {
+    /// Packets written per track; `None` when no input held a packet (nothing written).
+    pub summary: Option<MergeSummary>,
+    /// The part files among the inputs that are now wholly in the output (or held
+    /// nothing readable): exactly these may be deleted, and only once it is durable.
+    pub consumed: Vec<PathBuf>,
+}
+
+/// Merge part files (and a chunk being completed with parts it lacks) into one
+/// multi-stream Matroska file by packet copy, interleaved by timestamp. Inputs that hold
+/// no readable packet add no track. The output's [`TAG_PARTS`] tag lists every part it
+/// holds (those of an input chunk too). When salvaging, an input is read up to its
+/// damage; an input that cannot be read for any other reason (EMFILE, ENOMEM...) fails
+/// the merge, so that no part is ever deleted unread.
 pub fn merge_stream_files(
-    part_paths: &[PathBuf],
+    inputs: &[PathBuf],
     output_path: &Path,
     mode: ReadMode,
     settings: MuxerSettings,
-) -> Result<Option<MergeSummary>> {
+) -> Result<Merged> {
     let salvage = mode == ReadMode::Salvage;
     let mut tracks = Vec::new();
-    let mut global_tags = Dictionary::new();
-    for path in part_paths {
-        let input = match open_for_copy(path) {
-            Ok(input) => input,
-            Err(e) if salvage => {
-                tracing::warn!(error = %e, "skipping an unreadable part");
-                continue;
+    let mut global_tags = None;
+    let mut held_parts: Vec<String> = Vec::new();
+    let mut consumed = Vec::new();
+    for path in inputs {
+        let is_part = matches!(SpoolFile::of(path), Some(SpoolFile::Part { .. }));
+        let mut opened = match open_for_copy(path) {
+            Ok(input) => Some(input),
+            Err(Error::Media { cause, .. }) if salvage && is_damage(path, &cause) => {
+                tracing::warn!(path = %path.display(), error = %cause, "skipping a part with nothing readable");
+                None
             }
             Err(e) => return Err(e),
         };
-        if tracks.is_empty() {
-            global_tags = input.metadata().to_owned();
+        if let Some(input) = &opened {
+            let tags = input.metadata().to_owned();
+            held_parts.extend(parts_tag(&tags));
+            global_tags.get_or_insert(tags);
         }
-        let Some(stream) = input.streams().next() else {
-            continue;
-        };
-        let (stream_index, in_tb) = (stream.index(), stream.time_base());
-        let check = if salvage {
-            DecodeCheck::for_stream(&stream, path)?
-        } else {
-            None
-        };
-        let mut track = InputTrack {
-            input,
-            path: path.clone(),
-            stream_index,
-            out_index: tracks.len(),
-            in_tb,
-            head: None,
-            dts: DtsTrack::default(),
-            check,
-        };
-        // Read ahead to the first packet of the part's stream: an empty part adds no track.
-        track.advance(salvage)?;
-        if track.head.is_some() {
-            tracks.push(track);
+        let stream_count = opened.as_ref().map_or(0, |i| i.streams().count());
+        for stream_index in 0..stream_count {
+            // One demuxer per track, so that each track is read at its own pace.
+            let input = match opened.take() {
+                Some(input) => input,
+                None => open_for_copy(path)?,
+            };
+            let stream = input
+                .stream(stream_index)
+                .ok_or_else(|| bad_file(path, "stream vanished"))?;
+            let in_tb = stream.time_base();
+            let check = if salvage {
+                DecodeCheck::for_stream(&stream, path)?
+            } else {
+                None
+            };
+            let mut track = InputTrack {
+                input,
+                path: path.clone(),
+                stream_index,
+                out_index: tracks.len(),
+                in_tb,
+                head: None,
+                dts: DtsTrack::default(),
+                check,
+            };
+            // Read ahead to the first packet: a track without one is left out.
+            track.advance(salvage)?;
+            if track.head.is_some() {
+                tracks.push(track);
+            }
+        }
+        if is_part {
+            consumed.push(path.clone());
+            held_parts.push(file_name(path));
         }
     }
     if tracks.is_empty() {
-        return Ok(None);
+        return Ok(Merged {
+            summary: None,
+            consumed,
+        });
     }
 
     let tmp = durable::tmp_path(output_path);
     let result = (|| {
         let mut octx = create_mkv(&tmp)?;
-        octx.set_metadata(global_tags);
+        let mut tags = global_tags.unwrap_or_default();
+        held_parts.sort();
+        held_parts.dedup();
+        tags.set(TAG_PARTS, &held_parts.join("/"));
+        octx.set_metadata(tags);
         for track in &tracks {
             let stream = track
                 .input
@@ -188,7 +225,7 @@ pub fn merge_stream_files(
                     let name = t
                         .input
                         .stream(t.stream_index)
-                        .and_then(|s| stream_title(&s))
+                        .and_then(|s| stream_name(&s))
                         .unwrap_or_default();
                     (name, n)
                 })
@@ -198,7 +235,33 @@ pub fn merge_stream_files(
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result.map(Some)
+    result.map(|summary| Merged {
+        summary: Some(summary),
+        consumed,
+    })
+}
+
+/// The part file names a chunk's [`TAG_PARTS`] tag lists.
+fn parts_tag(tags: &Dictionary) -> Vec<String> {
+    tags.get(TAG_PARTS)
+        .map(|v| {
+            v.split('/')
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The part file names chunk `chunk` holds (its [`TAG_PARTS`] tag).
+pub fn parts_in_chunk(chunk: &Path) -> Result<Vec<String>> {
+    Ok(parts_tag(&open_for_copy(chunk)?.metadata().to_owned()))
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn bad_file(path: &Path, reason: &str) -> Error {
@@ -256,7 +319,7 @@ pub struct ConcatWriter {
     dest: PathBuf,
     tmp: PathBuf,
     octx: Option<format::context::Output>,
-    /// Track name → (output index, output time base).
+    /// Stream name (the GRABD_STREAM tag) → (output index, output time base).
     tracks: HashMap<String, (usize, Rational)>,
     counts: Vec<(String, u64)>,
     /// Per track, the decode timestamps written so far.
@@ -264,8 +327,8 @@ pub struct ConcatWriter {
 }
 
 impl ConcatWriter {
-    /// Create `dest`'s temp file with the union of the tracks of `templates` (by track
-    /// name, in order of first appearance), the recording tags of the first template
+    /// Create `dest`'s temp file with the union of the tracks of `templates` (by stream
+    /// tag, in order of first appearance), the recording tags of the first template
     /// and `global_tags`.
     pub fn create(
         dest: &Path,
@@ -279,7 +342,7 @@ impl ConcatWriter {
         let mut tags = Dictionary::new();
         if let Some(first) = templates.first() {
             for (k, v) in open_for_copy(first)?.metadata().iter() {
-                if k != TAG_CHUNK_START_US && k.starts_with("GRABD_") {
+                if k != TAG_CHUNK_START_US && k != TAG_PARTS && k.starts_with("GRABD_") {
                     tags.set(k, v);
                 }
             }
@@ -292,8 +355,8 @@ impl ConcatWriter {
         for template in templates {
             let input = open_for_copy(template)?;
             for stream in input.streams() {
-                let name = stream_title(&stream)
-                    .ok_or_else(|| bad_file(template, "a track has no name"))?;
+                let name = stream_name(&stream)
+                    .ok_or_else(|| bad_file(template, "a track has no grabd stream tag"))?;
                 if !names.contains(&name) {
                     add_copy_stream(&mut octx, &stream)?;
                     names.push(name);
@@ -331,7 +394,7 @@ impl ConcatWriter {
             .ok_or_else(|| bad_file(chunk, "no chunk start tag"))?;
         let mut map = Vec::new();
         for stream in input.streams() {
-            let name = stream_title(&stream).unwrap_or_default();
+            let name = stream_name(&stream).unwrap_or_default();
             let Some(&(out_index, out_tb)) = self.tracks.get(&name) else {
                 return Err(bad_file(
                     chunk,

@@ -121,6 +121,8 @@ impl PartWriter {
             for (k, v) in &self.track_tags {
                 meta.set(k, v);
             }
+            // Set last: the user's tags (a TITLE) must not change which stream this is.
+            meta.set(super::media::TAG_STREAM, &self.stream_name);
             stream.set_metadata(meta);
             // SAFETY: the stream was just created and its codecpar is valid.
             unsafe { (*(*stream.as_mut_ptr()).codecpar).codec_tag = 0 };

@@ -10,7 +10,8 @@ use sha2::{Digest, Sha256};
 
 use super::error::{Error, Result};
 use super::media::{
-    int_tag, open_input, read_packet, rescale, stream_title, MICROS, TAG_ORIGIN_UNIX_US,
+    int_tag, open_input, read_packet, rescale, stream_name, stream_title, MICROS,
+    TAG_ORIGIN_UNIX_US,
 };
 
 /// One track as read back from a file.
@@ -69,7 +70,10 @@ pub fn inspect(
             _ => "other",
         };
         summary.tracks.push(TrackSummary {
-            name: stream_title(&stream).unwrap_or_else(|| format!("#{}", stream.index())),
+            // grabd's stream tag; the title for files grabd did not write.
+            name: stream_name(&stream)
+                .or_else(|| stream_title(&stream))
+                .unwrap_or_else(|| format!("#{}", stream.index())),
             kind: kind.into(),
             codec: format!("{:?}", params.id()).to_lowercase(),
             ..Default::default()

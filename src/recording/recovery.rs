@@ -6,7 +6,8 @@
 //!
 //! 1. delete stale `*.tmp` (never complete: only `persist` gives a file its name);
 //! 2. salvage the `.mkv.part` files of every unmerged chunk into `NNNNN.mkv` (a cut-off
-//!    Matroska file is readable up to its last complete cluster), then drop the parts;
+//!    Matroska file is readable up to its last complete cluster), merge parts a chunk
+//!    lacks into it, then drop exactly the parts the chunk lists as held;
 //! 3. concatenate the chunks into `<output>/<id>.mkv`, unless that already exists
 //!    (it is renamed into place only once complete);
 //! 4. read the final file back into its manifest, then remove the spool folder.
@@ -21,7 +22,7 @@ use super::durable;
 use super::error::Result;
 use super::manifest::{read_manifest, write_manifest, Manifest, Session};
 use super::media::MuxerSettings;
-use super::merge::{merge_recording_chunks, merge_stream_files, ReadMode};
+use super::merge::{merge_recording_chunks, merge_stream_files, parts_in_chunk, ReadMode};
 use super::spool::{
     self, list_dir, manifest_path, RecordingLock, SpoolFile, SpoolLock, SESSION_FILE,
 };
@@ -176,12 +177,31 @@ pub fn finish_recording_dir(
         .flat_map(|s| s.streams.iter().map(|c| c.name.clone()))
         .collect();
     for (chunk_id, mut chunk_parts) in parts {
+        chunk_parts.sort_by_key(|p| part_stream_rank(p, &stream_order));
         let chunk = spool::chunk_path(dir, &chunk_id);
-        if !chunk.exists() {
-            chunk_parts.sort_by_key(|p| part_stream_rank(p, &stream_order));
-            merge_stream_files(&chunk_parts, &chunk, ReadMode::Salvage, muxer)?;
+        let mut inputs = Vec::new();
+        if chunk.exists() {
+            // Parts the chunk holds go; any it lacks (a part that missed its chunk) are
+            // merged into it.
+            let held = parts_in_chunk(&chunk)?;
+            let (in_chunk, missing): (Vec<PathBuf>, Vec<PathBuf>) =
+                chunk_parts.into_iter().partition(|p| {
+                    p.file_name()
+                        .is_some_and(|n| held.iter().any(|h| n == h.as_str()))
+                });
+            for part in &in_chunk {
+                durable::remove_file(part)?;
+            }
+            if missing.is_empty() {
+                continue;
+            }
+            tracing::warn!(chunk = %chunk.display(), parts = ?missing, "merging parts the chunk lacks into it");
+            inputs.push(chunk.clone());
+            chunk_parts = missing;
         }
-        for part in &chunk_parts {
+        inputs.extend(chunk_parts);
+        let merged = merge_stream_files(&inputs, &chunk, ReadMode::Salvage, muxer)?;
+        for part in &merged.consumed {
             durable::remove_file(part)?;
         }
     }
