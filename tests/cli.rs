@@ -11,12 +11,12 @@ mod common;
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::cli::{
-    assert_config_refused, entries, grabd, read_json, signal, verify, wait_new_dir, Rig, Run,
-    CONFIG, HEAVY_CONFIG,
+    assert_config_refused, entries, grabd, read_json, signal, verify, wait_new_dir, Mount, Rig,
+    Run, CONFIG, HEAVY_CONFIG,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -33,74 +33,6 @@ impl Rig {
 
 fn unix_us(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).unwrap().as_micros() as i64
-}
-
-/// A tmpfs (or read-only bind) mount, undone on drop.
-struct Mount {
-    path: PathBuf,
-}
-
-impl Mount {
-    fn tmpfs(path: &Path, options: &str) -> Result<Mount, String> {
-        fs::create_dir_all(path).map_err(|e| e.to_string())?;
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
-            .arg(path)
-            .output()
-            .map_err(|e| format!("mount: {e}"))?;
-        if out.status.success() {
-            Ok(Mount {
-                path: path.to_owned(),
-            })
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
-        }
-    }
-
-    /// A read-only file system at `path`: a read-only tmpfs, or else a read-only bind
-    /// mount of an empty folder.
-    fn read_only(path: &Path) -> Result<Mount, String> {
-        let tmpfs_err = match Mount::tmpfs(path, "ro,size=1m") {
-            Ok(m) => return Ok(m),
-            Err(e) => e,
-        };
-        let src = path.with_extension("src");
-        fs::create_dir_all(&src).map_err(|e| e.to_string())?;
-        let bind = Command::new("mount")
-            .arg("--bind")
-            .arg(&src)
-            .arg(path)
-            .status()
-            .map_err(|e| e.to_string())?;
-        if !bind.success() {
-            return Err(format!("tmpfs: {tmpfs_err}; bind mount failed too"));
-        }
-        let mount = Mount {
-            path: path.to_owned(),
-        };
-        let ro = Command::new("mount")
-            .args(["-o", "remount,bind,ro"])
-            .arg(path)
-            .status()
-            .map_err(|e| e.to_string())?;
-        if ro.success() {
-            Ok(mount)
-        } else {
-            Err(format!("tmpfs: {tmpfs_err}; read-only remount failed"))
-        }
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.path)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -8,11 +8,12 @@
 
 mod common;
 
+use std::fs;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::cli::{entries, signal, verify, Rig, Run};
+use common::cli::{entries, read_json, signal, verify, Mount, Rig, Run, HEAVY_CONFIG};
 use nix::sys::signal::Signal;
 
 /// Wait for `child` to exit within `limit`; kill it and fail otherwise.
@@ -133,4 +134,158 @@ fn a_closed_stdout_is_not_an_error() {
         .collect();
     assert_eq!(finished.len(), 1, "{:?}", entries(&rig.output));
     verify(&rig.output.join(&finished[0]));
+}
+
+/// The one `.mkv` in `dir` (with its manifest beside it).
+fn the_finished_file(dir: &std::path::Path) -> PathBuf {
+    let mkvs: Vec<String> = entries(dir)
+        .into_iter()
+        .filter(|n| n.ends_with(".mkv"))
+        .collect();
+    assert_eq!(mkvs.len(), 1, "{}: {:?}", dir.display(), entries(dir));
+    dir.join(&mkvs[0])
+}
+
+/// Regression test: removing the output folder mid-recording made the free-space check
+/// fail, which aborted the recording (exit 2, no final file, the spool left for
+/// recovery). A failing check stops the recording like any failure: the final file is
+/// finished (the folder made again) and the exit code says the recording failed.
+#[test]
+fn a_failing_free_space_check_stops_with_a_finished_file() {
+    let rig = Rig::new();
+    let mut child = spawn_record(&rig, "30");
+    wait_first_chunk(&rig, &mut child);
+    fs::remove_dir_all(&rig.output).expect("remove the output folder");
+    let removed = Instant::now();
+    let r = Run::from(wait_output(
+        child,
+        Duration::from_secs(30),
+        "output removed",
+    ));
+    assert!(
+        removed.elapsed() < Duration::from_secs(10),
+        "took {:?} to stop",
+        removed.elapsed()
+    );
+    assert_eq!(r.code, 2, "stderr:\n{}", r.stderr);
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    let last = r.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains(&rig.output.display().to_string()) && last.contains("finished"),
+        "the last line must name the folder and say the file was finished: {}",
+        r.stderr
+    );
+    let mkv = the_finished_file(&rig.output);
+    assert_eq!(r.last_line(), Some(mkv.to_str().unwrap()));
+    verify(&mkv);
+    let manifest = read_json(&mkv.with_extension("json"));
+    assert!(
+        manifest["duration_s"].as_f64().unwrap() >= 1.0,
+        "{manifest}"
+    );
+    assert!(entries(&rig.spool).is_empty(), "{:?}", entries(&rig.spool));
+}
+
+/// Regression test: the start-up reserve counted a data stream as 20 kB/s whatever its
+/// rate, so on a card of a few MB the heavy config (two 10 kHz IMUs, about 3 MB/s)
+/// started, could not finish, and left no final file and its parts in the spool. It
+/// must be refused at once, with one line and nothing left behind.
+#[test]
+fn fast_data_streams_are_reserved_for_at_their_real_rate() {
+    for size in ["3m", "5m"] {
+        let rig = Rig::with_config(HEAVY_CONFIG);
+        let card = rig.root.join("card");
+        let _mount = match Mount::tmpfs(&card, &format!("size={size}")) {
+            Ok(m) => m,
+            Err(why) => panic!("cannot mount a tmpfs (the tests run as root): {why}"),
+        };
+        let (spool, output) = (card.join("spool"), card.join("output"));
+        let started = Instant::now();
+        let r = Run::from(
+            rig.record_cmd(&rig.config, &spool, &output, "30")
+                .output()
+                .expect("run grabd"),
+        );
+        assert_eq!(r.code, 2, "{size}: stderr:\n{}", r.stderr);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{size}: not at once"
+        );
+        let line = r.one_line_error();
+        assert!(line.contains("full"), "{size}: {line}");
+        assert!(entries(&spool).is_empty(), "{size}: {:?}", entries(&spool));
+        assert!(
+            entries(&output).is_empty(),
+            "{size}: {:?}",
+            entries(&output)
+        );
+    }
+}
+
+/// Regression test (issue 13 item 10): a recorder too slow for its streams dropped most
+/// frames and said nothing; only the manifest showed it. At stop, one warning line per
+/// stream that dropped frames, with the count and the share.
+#[test]
+fn each_stream_that_dropped_frames_gets_one_warning_at_stop() {
+    let config = r#"
+[recording]
+chunk_length_s = 1.0
+max_encoder_queue_size = 1
+
+[[stream]]
+name = "slow"
+kind = "video"
+width = 640
+height = 480
+fps = 50
+codec = "libx264"
+bitrate = 2000000
+input_pixel_format = "rgb24"
+output_pixel_format = "yuv420p"
+options = { preset = "veryslow", bf = "0", g = "25" }
+
+[[stream]]
+name = "depth"
+kind = "video"
+width = 32
+height = 24
+fps = 10
+codec = "ffv1"
+bitrate = 0
+input_pixel_format = "gray16le"
+output_pixel_format = "gray16le"
+"#;
+    let rig = Rig::with_config(config);
+    let r = Run::from(
+        rig.record_cmd(&rig.config, &rig.spool, &rig.output, "3")
+            .output()
+            .expect("run grabd"),
+    );
+    let mkv = finished_file(&r, "overload");
+    let manifest = read_json(&mkv.with_extension("json"));
+    let mut dropping = 0;
+    for stream in manifest["streams"].as_array().expect("streams") {
+        let name = stream["name"].as_str().expect("name");
+        let dropped = stream["frames_dropped"].as_u64().expect("frames_dropped");
+        let lines: Vec<&str> = r
+            .stderr
+            .lines()
+            .filter(|l| l.contains(&format!("stream {name} dropped")))
+            .collect();
+        if dropped == 0 {
+            assert!(lines.is_empty(), "{name}: {lines:?}");
+            continue;
+        }
+        dropping += 1;
+        assert_eq!(lines.len(), 1, "{name}: one line, got:\n{}", r.stderr);
+        assert!(
+            lines[0].contains(&format!("dropped {dropped} of ")) && lines[0].contains('%'),
+            "{name}: {}",
+            lines[0]
+        );
+    }
+    assert!(
+        dropping > 0,
+        "nothing dropped: the test proves nothing\n{manifest}"
+    );
 }

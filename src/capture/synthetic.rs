@@ -165,9 +165,10 @@ impl SyntheticVideo {
 
 impl FrameSource for SyntheticVideo {
     fn next_frame(&mut self) -> Result<Frame, CaptureError> {
-        // Stamped when "captured" (the tick), not after drawing, which may be slow.
-        let timestamp_us = self.pacer.wait();
+        // Drawn before its tick and stamped with it, so that it leaves at the moment it
+        // is stamped with, like a camera's frame at the end of its exposure.
         let data: Arc<[u8]> = self.render(self.frame_number).into();
+        let timestamp_us = self.pacer.wait();
         self.frame_number += 1;
         Ok(Frame { timestamp_us, data })
     }

@@ -66,7 +66,7 @@ pub fn record(
     let mut guard = SpaceGuard::new(
         config.min_free_bytes,
         config.writer.chunk_length,
-        storage::expected_media_rate(&streams),
+        storage::expected_media_rate(&config.streams),
     );
     storage::check_not_marked_full(output)?;
     storage::preflight(spool, guard.reserve())?;
@@ -99,14 +99,19 @@ pub fn record(
         }
         if last_space_check.elapsed() >= Duration::from_millis(500) {
             last_space_check = Instant::now();
-            let free = storage::free_bytes(spool)?.min(storage::free_bytes(output)?);
-            if guard.must_stop(free) {
-                tracing::warn!(
-                    free_mb = free >> 20,
-                    reserve_mb = guard.reserve() >> 20,
-                    "storage nearly full; stopping while there is room to finish"
-                );
-                break StopReason::StorageFull;
+            match storage::free_bytes_of_both(spool, output) {
+                Ok(free) if guard.must_stop(free) => {
+                    tracing::warn!(
+                        free_mb = free >> 20,
+                        reserve_mb = guard.reserve() >> 20,
+                        "storage nearly full; stopping while there is room to finish"
+                    );
+                    break StopReason::StorageFull;
+                }
+                Ok(_) => {}
+                // Storage that cannot even be asked (its folder removed, the card gone)
+                // is a failure of the recording: stop and finish what can be finished.
+                Err(e) => break StopReason::Failed(format!("checking free space: {e}")),
             }
         }
         std::thread::sleep(POLL);
@@ -114,6 +119,7 @@ pub fn record(
     tracing::info!(?reason, "stopping");
     sources_stop.store(true, Ordering::Release);
     join_sources(sources);
+    storage::restore_output(spool, output);
     let stopped = recording.stop().map_err(|cause| match &reason {
         StopReason::Failed(why) => RuntimeError::FinishAfterFailure {
             why: why.clone(),
@@ -124,16 +130,38 @@ pub fn record(
     if reason == StopReason::StorageFull {
         // What finishing freed (the chunks) must not invite the next recording to
         // fill the card again: ask for that much more than is free now.
-        let free = storage::free_bytes(spool)?.min(storage::free_bytes(output)?);
         let freed_by_finishing = guard.reserve().saturating_sub(config.min_free_bytes);
-        storage::mark_full(output, free + freed_by_finishing.max(8 << 20))?;
+        let marked = storage::free_bytes_of_both(spool, output)
+            .and_then(|free| storage::mark_full(output, free + freed_by_finishing.max(8 << 20)));
+        if let Err(e) = marked {
+            // The recording itself is finished; only the next start's guard is weaker.
+            tracing::warn!(error = %e, "could not mark the output folder full");
+        }
     }
+    warn_about_drops(&stopped.stats);
     Ok(Outcome {
         finished: stopped.finished,
         reason,
         stats: stopped.stats,
         errors: stopped.errors,
     })
+}
+
+/// One warning line per stream that lost frames, with how many and what share: an
+/// overloaded recorder must not pass in silence (the manifest has the details).
+fn warn_about_drops(stats: &[StreamStats]) {
+    for s in stats {
+        let dropped = s.frames_dropped();
+        if dropped == 0 {
+            continue;
+        }
+        let offered = dropped + s.frames_encoded;
+        let percent = 100.0 * dropped as f64 / offered as f64;
+        tracing::warn!(
+            "stream {} dropped {dropped} of {offered} frames ({percent:.1} %)",
+            s.name
+        );
+    }
 }
 
 type SourceThread = (String, JoinHandle<()>, Receiver<()>);

@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::config::{Batching, SourceSpec, StreamSpec};
 use crate::recording::{durable, StreamConfig};
+use crate::sensors::{encode_batch, ImuSample, SyntheticImu};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -30,6 +32,39 @@ pub fn free_bytes(dir: &Path) -> Result<u64, StorageError> {
     #[allow(clippy::useless_conversion)]
     let free = u64::from(stat.blocks_available()) * u64::from(stat.fragment_size());
     Ok(free)
+}
+
+/// The free bytes of the fuller of the spool's and the output's file systems.
+pub fn free_bytes_of_both(spool: &Path, output: &Path) -> Result<u64, StorageError> {
+    Ok(free_bytes(spool)?.min(free_bytes(output)?))
+}
+
+/// Make the output folder again if it vanished while recording (removed by hand), so
+/// that the recording can still be finished into it, but only on the spool's own file
+/// system: a folder whose card was unmounted must not reappear on the root file system.
+pub fn restore_output(spool: &Path, output: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    if output.is_dir() {
+        return;
+    }
+    let device = |p: &Path| std::fs::metadata(p).ok().map(|m| m.dev());
+    let parent = match output.parent() {
+        Some(p) if p.as_os_str().is_empty() => Path::new("."),
+        Some(p) => p,
+        None => return,
+    };
+    if device(parent).is_none() || device(parent) != device(spool) {
+        return;
+    }
+    match durable::create_dir_all(output) {
+        Ok(()) => tracing::warn!(
+            dir = %output.display(),
+            "the output folder vanished while recording; made it again to finish into it"
+        ),
+        Err(e) => {
+            tracing::error!(dir = %output.display(), error = %e, "cannot make the output folder again")
+        }
+    }
 }
 
 /// Check that `dir` exists (creating it), takes a durable write, and has `min_free`.
@@ -122,20 +157,48 @@ pub struct SpaceGuard {
 }
 
 /// Media bytes per second a stream set is expected to write: the bit rate of lossy
-/// video (plus container overhead), a third of the raw size for lossless video, and a
-/// generous 20 kB/s for a data stream.
-pub fn expected_media_rate(streams: &[(String, StreamConfig)]) -> f64 {
+/// video (plus container overhead), a third of the raw size for lossless video, and
+/// for a data stream its samples at their real rate in the format they are stored in.
+pub fn expected_media_rate(streams: &[StreamSpec]) -> f64 {
     streams
         .iter()
-        .map(|(_, config)| match config {
-            StreamConfig::Video(v) if v.bitrate > 0 => v.bitrate as f64 / 8.0 * 1.2,
-            StreamConfig::Video(v) => {
+        .map(|spec| match (&spec.config, &spec.source) {
+            (StreamConfig::Video(v), _) if v.bitrate > 0 => v.bitrate as f64 / 8.0 * 1.2,
+            (StreamConfig::Video(v), _) => {
                 let raw = v.input_frame_size().unwrap_or(0) as f64 * v.fps;
                 raw / 3.0
             }
-            StreamConfig::Data(_) => 20_000.0,
+            (StreamConfig::Data(_), SourceSpec::SyntheticImu { rate_hz, batching }) => {
+                let packets_per_s = match batching {
+                    Batching::Rate(hz) => *hz,
+                    Batching::PerFrameOf(video) => streams
+                        .iter()
+                        .find_map(|s| match &s.config {
+                            StreamConfig::Video(v) if &s.name == video => Some(v.fps),
+                            _ => None,
+                        })
+                        .unwrap_or(100.0),
+                };
+                rate_hz * imu_bytes_per_sample() + packets_per_s * PACKET_OVERHEAD
+            }
+            // A data stream of unknown rate: a generous guess; the guard's measured
+            // rate takes over once recording.
+            (StreamConfig::Data(_), _) => 20_000.0,
         })
         .sum()
+}
+
+/// Matroska's bytes around each packet (block header, cues, cluster share), generously.
+const PACKET_OVERHEAD: f64 = 32.0;
+
+/// What one IMU sample takes in a stored batch, measured on the real format.
+fn imu_bytes_per_sample() -> f64 {
+    const N: usize = 64;
+    let mut imu = SyntheticImu::new(100.0);
+    let samples: Vec<ImuSample> = (0..N)
+        .map(|i| imu.sample_at(1_700_000_000_000_000 + i as i64 * 10_000))
+        .collect();
+    encode_batch(&samples).len() as f64 / N as f64
 }
 
 impl SpaceGuard {
@@ -189,12 +252,10 @@ mod tests {
 
     #[test]
     fn starting_needs_the_reserve_that_stops_a_recording() {
-        let streams = crate::config::Config::default_synthetic()
-            .unwrap()
-            .stream_configs();
+        let streams = crate::config::Config::default_synthetic().unwrap().streams;
         let rate = expected_media_rate(&streams);
         // rgb 4 Mb/s (0.6 MB/s with overhead) + FFV1 640x400x2x25 at a third of raw
-        // (4.27 MB/s) + IMU (0.02 MB/s).
+        // (4.27 MB/s) + IMU (100 Hz of ~150-byte samples: 0.015 MB/s).
         assert!((4.8e6..5.0e6).contains(&rate), "{rate}");
         let mut g = SpaceGuard::new(1 << 20, Duration::from_secs(1), rate);
         let start_need = g.reserve();
@@ -202,6 +263,25 @@ mod tests {
         // Whenever a recording stops for space, a new start with the same need fails.
         assert!(g.must_stop(start_need - 1));
         assert!(!g.must_stop(u64::MAX / 2));
+    }
+
+    /// Regression test: every data stream counted as 20 kB/s, whatever its rate.
+    #[test]
+    fn data_streams_are_estimated_from_their_real_rate() {
+        let config = crate::config::Config::from_toml(
+            "[[stream]]\nname = \"imu\"\nkind = \"data\"\nrate_hz = 10000\nbatch_hz = 50\n",
+            "t.toml",
+        )
+        .unwrap();
+        let rate = expected_media_rate(&config.streams);
+        // About 150 bytes of JSON per sample.
+        assert!((1.2e6..2.0e6).contains(&rate), "{rate}");
+        let measured = {
+            let mut imu = SyntheticImu::new(10_000.0);
+            let batch: Vec<ImuSample> = (0..200).map(|i| imu.sample_at(i * 100)).collect();
+            encode_batch(&batch).len() as f64 * 50.0
+        };
+        assert!(rate >= measured, "{rate} < {measured}");
     }
 
     #[test]

@@ -334,3 +334,71 @@ pub fn assert_config_refused(config_text: Option<&[u8]>, config_path: Option<&Pa
     assert!(r.stdout.trim().is_empty(), "{}", r.stdout);
     rig.assert_nothing_left();
 }
+
+/// A tmpfs (or read-only bind) mount, undone on drop.
+pub struct Mount {
+    path: PathBuf,
+}
+
+impl Mount {
+    pub fn tmpfs(path: &Path, options: &str) -> Result<Mount, String> {
+        fs::create_dir_all(path).map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(path)
+            .output()
+            .map_err(|e| format!("mount: {e}"))?;
+        if out.status.success() {
+            Ok(Mount {
+                path: path.to_owned(),
+            })
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+        }
+    }
+
+    /// A read-only file system at `path`: a read-only tmpfs, or else a read-only bind
+    /// mount of an empty folder.
+    pub fn read_only(path: &Path) -> Result<Mount, String> {
+        let tmpfs_err = match Mount::tmpfs(path, "ro,size=1m") {
+            Ok(m) => return Ok(m),
+            Err(e) => e,
+        };
+        let src = path.with_extension("src");
+        fs::create_dir_all(&src).map_err(|e| e.to_string())?;
+        let bind = Command::new("mount")
+            .arg("--bind")
+            .arg(&src)
+            .arg(path)
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !bind.success() {
+            return Err(format!("tmpfs: {tmpfs_err}; bind mount failed too"));
+        }
+        let mount = Mount {
+            path: path.to_owned(),
+        };
+        let ro = Command::new("mount")
+            .args(["-o", "remount,bind,ro"])
+            .arg(path)
+            .status()
+            .map_err(|e| e.to_string())?;
+        if ro.success() {
+            Ok(mount)
+        } else {
+            Err(format!("tmpfs: {tmpfs_err}; read-only remount failed"))
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        }
+    }
+}
