@@ -33,10 +33,13 @@ USERADD_PACKAGES = "${PN}"
 GROUPADD_PARAM:${PN} = "--system gpio; --system i2c"
 USERADD_PARAM:${PN} = "--system --user-group --no-create-home --home-dir / --shell /sbin/nologin grabd"
 
-SYSTEMD_SERVICE:${PN} = "grabd.service"
+# grabd-poweroff.path powers off on grabd's long press (grabd has no right to).
+SYSTEMD_SERVICE:${PN} = "grabd.service grabd-poweroff.path"
 
 do_install:append() {
     install -D -m 0644 ${S}/systemd/grabd.service ${D}${systemd_system_unitdir}/grabd.service
+    install -m 0644 ${S}/systemd/grabd-poweroff.path ${D}${systemd_system_unitdir}/
+    install -m 0644 ${S}/systemd/grabd-poweroff.service ${D}${systemd_system_unitdir}/
     install -D -m 0644 ${S}/systemd/grabd.sysusers ${D}${nonarch_libdir}/sysusers.d/grabd.conf
     install -D -m 0644 ${S}/systemd/grabd.tmpfiles ${D}${nonarch_libdir}/tmpfiles.d/grabd.conf
     install -D -m 0644 ${S}/systemd/60-grabd.rules ${D}${nonarch_base_libdir}/udev/rules.d/60-grabd.rules
