@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use crossbeam_channel::Receiver;
 
-use super::chunked_writer::ErrorCallback;
 use super::durable;
 use super::error::Result;
+use super::events::ErrorCallback;
 use super::media::MuxerSettings;
 use super::merge::{
     merge_recording_chunks, merge_stream_files, ConcatWriter, MergeSummary, ReadMode,

@@ -6,11 +6,11 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::chunked_writer::StreamStats;
 use super::durable;
 use super::error::{Error, Result};
 use super::probe::{inspect, sha256_file};
 use super::stream_config::StreamConfig;
+use super::writer::StreamStats;
 
 pub use super::spool::{manifest_path, SESSION_FILE};
 

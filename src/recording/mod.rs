@@ -14,10 +14,10 @@
 //! - [`durable`]: the only way files that must survive are written.
 //! - [`probe`]: reading files back to check every claim.
 
-pub mod chunked_writer;
 pub mod durable;
 pub mod encoder;
 mod error;
+pub mod events;
 pub mod finalizer;
 mod in_band_headers;
 pub mod manifest;
@@ -29,13 +29,11 @@ pub mod recovery;
 pub mod session;
 pub mod spool;
 pub mod stream_config;
+mod writer;
 
-pub use chunked_writer::{
-    ChunkedWriter, ErrorCallback, Frame, Origin, StartChunkCallback, StreamSender, StreamStats,
-    WriterOptions, WriterReport,
-};
 pub use encoder::{DataStreamEncoder, VideoStreamEncoder};
 pub use error::{Error, Result};
+pub use events::{ErrorCallback, StartChunkCallback};
 pub use finalizer::FinalOutput;
 pub use manifest::Manifest;
 pub use media::MuxerSettings;
@@ -43,3 +41,6 @@ pub use merge::{merge_recording_chunks, merge_stream_files, ConcatWriter, ReadMo
 pub use recovery::{finish_recording_dir, recover_spool, Finished, RecoveryReport};
 pub use session::{Recording, Stopped};
 pub use stream_config::{DataStreamConfig, StreamConfig, VideoStreamConfig};
+pub use writer::{
+    ChunkedWriter, Frame, Origin, StreamSender, StreamStats, WriterOptions, WriterReport,
+};

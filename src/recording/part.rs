@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use ffmpeg_next::{self as ffmpeg, format, Dictionary, Rational};
 
-use super::chunked_writer::ErrorCallback;
 use super::durable;
 use super::encoder::StreamEncoder;
 use super::error::{Error, Result};
+use super::events::ErrorCallback;
 use super::media::{create_mkv, write_mkv_header, MuxerSettings};
 
 /// A part file being written by one encoder thread.

@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use super::chunked_writer::{ChunkedWriter, StreamSender, StreamStats, WriterOptions};
 use super::durable;
 use super::error::{Error, Result};
 use super::finalizer::FinalOutput;
@@ -13,6 +12,7 @@ use super::media::TAG_RECORDING_ID;
 use super::recovery::{finish_recording_dir, Finished};
 use super::spool::{self, RecordingLock, SpoolLock};
 use super::stream_config::StreamConfig;
+use super::writer::{ChunkedWriter, StreamSender, StreamStats, WriterOptions};
 
 /// A recording in progress.
 pub struct Recording {

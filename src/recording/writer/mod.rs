@@ -21,49 +21,40 @@
 //! (nothing queued or received for `rotation_grace`) and has not finished a chunk
 //! `rotation_grace` after the first stream passed it is closed without it, so a silent
 //! camera cannot hold up the others.
+//!
+//! Map: this file holds the lifecycle (`new` → `start` → `stop`) and the encoder
+//! threads' loop; `queue` the producer's side ([`Frame`], [`StreamSender`], counters);
+//! `barrier` the rotation barrier as a pure state machine; `track` one stream's
+//! encoder state machine.
 
-use std::collections::BTreeMap;
+mod barrier;
+mod queue;
+mod track;
+
+pub use queue::{Frame, StreamSender, StreamStats};
+
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender, TrySendError};
-use ffmpeg_next as ffmpeg;
+use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 
 use super::durable;
 use super::encoder::StreamEncoder;
 use super::error::{Error, Result};
+use super::events::{ErrorCallback, StartChunkCallback};
 use super::finalizer::{self, ChunkJob, FinalOutput, FinalizeReport};
-use super::media::{MuxerSettings, TAG_CHUNK_START_US, TAG_ORIGIN_UNIX_US};
-use super::part::{lock, ClosedPart, PartSyncer, PartWriter};
+use super::media::MuxerSettings;
+use super::part::{lock, ClosedPart, PartSyncer};
 use super::spool;
 use super::stream_config::{
     validate_stream_name, DataStreamConfig, StreamConfig, VideoStreamConfig,
 };
-
-/// One frame of a video stream (packed raw pixels) or one record of a data stream,
-/// stamped in µs on the process's monotonic clock ([`crate::clock::monotonic_us`]).
-#[derive(Debug, Clone)]
-pub struct Frame {
-    pub timestamp_us: i64,
-    pub data: Arc<[u8]>,
-}
-
-impl Frame {
-    pub fn new(timestamp_us: i64, data: impl Into<Arc<[u8]>>) -> Self {
-        Frame {
-            timestamp_us,
-            data: data.into(),
-        }
-    }
-}
-
-/// Chooses a chunk's id: `(writer name, chunk start wall time, file extension) -> id`.
-pub type StartChunkCallback = Arc<dyn Fn(&str, SystemTime, &str) -> String + Send + Sync>;
-/// Told the name of a stream whose encoder thread failed. Runs on its own thread.
-pub type ErrorCallback = Arc<dyn Fn(&str) + Send + Sync>;
+use barrier::Barrier;
+use queue::Counters;
+use track::Track;
 
 /// Tuning of a [`ChunkedWriter`]; `Default` gives the reference's values.
 #[derive(Clone)]
@@ -119,73 +110,6 @@ pub struct Origin {
     pub unix_us: i64,
 }
 
-#[derive(Default)]
-struct Counters {
-    accepted: AtomicU64,
-    encoded: AtomicU64,
-    dropped_queue_full: AtomicU64,
-    dropped_late: AtomicU64,
-    dropped_failed: AtomicU64,
-    failed: AtomicBool,
-}
-
-/// What happened to one stream's frames.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct StreamStats {
-    pub name: String,
-    /// Frames handed to the encoder (the file's own count is read back separately).
-    pub frames_encoded: u64,
-    /// Frames refused because the stream's queue was full or its encoder had failed
-    /// (the producer never waits).
-    pub dropped_queue_full: u64,
-    /// Frames older than the chunk their stream had already closed.
-    pub dropped_late: u64,
-    /// Frames still queued when the stream's encoder failed.
-    #[serde(default)]
-    pub dropped_failed: u64,
-    pub failed: bool,
-}
-
-impl StreamStats {
-    pub fn frames_dropped(&self) -> u64 {
-        self.dropped_queue_full + self.dropped_late + self.dropped_failed
-    }
-}
-
-/// The producer's handle on one stream's queue. `push` never blocks.
-#[derive(Clone)]
-pub struct StreamSender {
-    tx: Sender<Frame>,
-    counters: Arc<Counters>,
-    earliest_pushed_us: Arc<AtomicI64>,
-}
-
-impl StreamSender {
-    /// Queue a frame; `false` (and a counted drop) when the queue is full or the
-    /// stream's encoder is gone.
-    pub fn push(&self, frame: Frame) -> bool {
-        self.earliest_pushed_us
-            .fetch_min(frame.timestamp_us, Ordering::Relaxed);
-        match self.tx.try_send(frame) {
-            Ok(()) => {
-                self.counters.accepted.fetch_add(1, Ordering::Relaxed);
-                true
-            }
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.counters
-                    .dropped_queue_full
-                    .fetch_add(1, Ordering::Relaxed);
-                false
-            }
-        }
-    }
-
-    /// Frames waiting in the queue.
-    pub fn queued(&self) -> usize {
-        self.tx.len()
-    }
-}
-
 struct StreamSlot {
     name: String,
     config: StreamConfig,
@@ -217,23 +141,6 @@ struct Shared {
     syncer: Arc<PartSyncer>,
 }
 
-struct Barrier {
-    /// Chunks handed to the finalizer so far.
-    generation: u64,
-    /// Per stream: the first chunk index it has not finished (`u64::MAX` once it ended).
-    closed_before: Vec<u64>,
-    /// Chunks with at least one part, not yet complete, by index.
-    pending: BTreeMap<u64, PendingChunk>,
-    next_sequential_id: u64,
-}
-
-struct PendingChunk {
-    id: String,
-    parts: Vec<ClosedPart>,
-    /// When the first stream passed this chunk's end (starts the grace period).
-    first_passed: Option<Instant>,
-}
-
 impl Shared {
     fn origin_for(&self, ts_us: i64) -> Origin {
         *self.origin.get_or_init(|| {
@@ -261,84 +168,52 @@ impl Shared {
 
     /// The id of chunk `index`, creating its pending entry on first use.
     fn chunk_id(&self, index: u64) -> String {
-        let mut barrier = lock(&self.barrier);
-        if let Some(chunk) = barrier.pending.get(&index) {
-            return chunk.id.clone();
-        }
-        let id = match &self.start_chunk_callback {
-            Some(callback) => {
-                let origin_unix = self.origin.get().map_or(0, |o| o.unix_us);
-                let start_us = origin_unix + self.chunk_start_us(index);
-                let started_at =
-                    UNIX_EPOCH + Duration::from_micros(u64::try_from(start_us).unwrap_or(0));
-                let id = callback(&self.name, started_at, "mkv");
-                if spool::is_plain_name(&id) {
-                    id
-                } else {
-                    tracing::error!(
-                        id,
-                        "the start-chunk callback's id cannot name a file; numbering the chunk"
-                    );
-                    spool::sequential_chunk_id(barrier.next_sequential_id)
-                }
-            }
-            None => spool::sequential_chunk_id(barrier.next_sequential_id),
+        let origin_unix = self.origin.get().map_or(0, |o| o.unix_us);
+        let started_at = || {
+            let start_us = origin_unix + self.chunk_start_us(index);
+            UNIX_EPOCH + Duration::from_micros(u64::try_from(start_us).unwrap_or(0))
         };
-        barrier.next_sequential_id += 1;
-        let already_passed = barrier.closed_before.iter().any(|&c| c > index);
-        barrier.pending.insert(
-            index,
-            PendingChunk {
-                id: id.clone(),
-                parts: Vec::new(),
-                first_passed: already_passed.then(Instant::now),
-            },
-        );
-        id
+        lock(&self.barrier).chunk_id(index, Instant::now(), |sequence| {
+            match &self.start_chunk_callback {
+                Some(callback) => {
+                    let id = callback(&self.name, started_at(), "mkv");
+                    if spool::is_plain_name(&id) {
+                        id
+                    } else {
+                        tracing::error!(
+                            id,
+                            "the start-chunk callback's id cannot name a file; numbering the chunk"
+                        );
+                        spool::sequential_chunk_id(sequence)
+                    }
+                }
+                None => spool::sequential_chunk_id(sequence),
+            }
+        })
     }
 
     /// Stream `stream` has finished every chunk before `closed_before`, handing over the
-    /// part it closed (if any). Completes and dispatches every chunk all streams passed.
+    /// part it closed (if any). Dispatches every chunk all streams passed.
     fn advance(&self, stream: usize, closed_before: u64, closed: Option<(u64, ClosedPart)>) {
         let mut barrier = lock(&self.barrier);
-        if let Some((index, part)) = closed {
-            match barrier.pending.get_mut(&index) {
-                Some(chunk) => chunk.parts.push(part),
-                None => tracing::error!(
-                    index,
-                    "a part arrived for an unknown chunk; left for recovery"
-                ),
-            }
+        let advanced = barrier.advance(stream, closed_before, closed, Instant::now());
+        if let Some(part) = advanced.orphan {
+            tracing::error!(
+                part = %part.path.display(),
+                "a part arrived for a chunk already handed to the finalizer; left for recovery"
+            );
         }
-        barrier.closed_before[stream] = barrier.closed_before[stream].max(closed_before);
-        let now = Instant::now();
-        for (_, chunk) in barrier.pending.range_mut(..closed_before) {
-            chunk.first_passed.get_or_insert(now);
-        }
-        let slowest = barrier
-            .closed_before
-            .iter()
-            .copied()
-            .min()
-            .unwrap_or(u64::MAX);
-        let done: Vec<u64> = barrier.pending.range(..slowest).map(|(k, _)| *k).collect();
-        for index in done {
-            let Some(chunk) = barrier.pending.remove(&index) else {
-                continue;
-            };
-            barrier.generation += 1;
-            let job = ChunkJob {
-                id: chunk.id,
-                start_us: self.chunk_start_us(index),
-                parts: chunk.parts,
-            };
+        // Sent under the barrier's lock, so the finalizer gets the chunks in order.
+        for job in advanced.complete {
             match lock(&self.jobs).as_ref() {
                 Some(jobs) => {
-                    if jobs.send(job).is_err() {
-                        tracing::error!(index, "finalizer gone; chunk parts left for recovery");
+                    if let Err(job) = jobs.send(job) {
+                        tracing::error!(chunk = %job.0.id, "finalizer gone; chunk parts left for recovery");
                     }
                 }
-                None => tracing::error!(index, "writer stopped; chunk parts left for recovery"),
+                None => {
+                    tracing::error!(chunk = %job.id, "writer stopped; chunk parts left for recovery")
+                }
             }
         }
     }
@@ -346,25 +221,12 @@ impl Shared {
     /// If a chunk this stream has not finished was passed by another stream more than
     /// the grace period ago, the index to close through (exclusive).
     fn overdue(&self, stream: usize) -> Option<u64> {
-        let barrier = lock(&self.barrier);
-        let mine = barrier.closed_before[stream];
-        barrier
-            .pending
-            .range(mine..)
-            .filter(|(_, c)| c.first_passed.is_some_and(|t| t.elapsed() >= self.grace))
-            .map(|(k, _)| k + 1)
-            .last()
+        lock(&self.barrier).overdue(stream, Instant::now())
     }
 
     fn generation(&self) -> u64 {
-        lock(&self.barrier).generation
+        lock(&self.barrier).generation()
     }
-}
-
-/// The part of one chunk that an encoder thread's packets go to.
-struct OpenPart {
-    index: u64,
-    writer: PartWriter,
 }
 
 /// How often an idle encoder thread looks at the barrier and the stop flag.
@@ -470,12 +332,11 @@ impl ChunkedWriter {
             muxer: options.muxer,
             origin: OnceLock::new(),
             earliest_pushed_us: Arc::new(AtomicI64::new(i64::MAX)),
-            barrier: Mutex::new(Barrier {
-                generation: 0,
-                closed_before: vec![0; streams.len()],
-                pending: BTreeMap::new(),
-                next_sequential_id: 0,
-            }),
+            barrier: Mutex::new(Barrier::new(
+                streams.len(),
+                chunk_length_us,
+                options.rotation_grace,
+            )),
             jobs: Mutex::new(None),
             stopping: AtomicBool::new(false),
             start_chunk_callback: options.start_chunk_callback.clone(),
@@ -623,14 +484,7 @@ impl ChunkedWriter {
     pub fn stats(&self) -> Vec<StreamStats> {
         self.streams
             .iter()
-            .map(|s| StreamStats {
-                name: s.name.clone(),
-                frames_encoded: s.counters.encoded.load(Ordering::Relaxed),
-                dropped_queue_full: s.counters.dropped_queue_full.load(Ordering::Relaxed),
-                dropped_late: s.counters.dropped_late.load(Ordering::Relaxed),
-                dropped_failed: s.counters.dropped_failed.load(Ordering::Relaxed),
-                failed: s.counters.failed.load(Ordering::Relaxed),
-            })
+            .map(|s| s.counters.stats(&s.name))
             .collect()
     }
 }
@@ -687,19 +541,7 @@ fn stream_thread(
     rx: Receiver<Frame>,
     counters: &Counters,
 ) {
-    let mut track = Track {
-        shared,
-        stream: index,
-        name,
-        config,
-        keep_encoder: encoder
-            .as_ref()
-            .map_or(true, StreamEncoder::keeps_across_chunks),
-        encoder,
-        fed_chunk: None,
-        part: None,
-        closed_before: 0,
-    };
+    let mut track = Track::new(shared, index, name, config, encoder);
     let result = stream_loop(&mut track, &rx, counters);
     if let Err(e) = track.finish(result.is_ok()) {
         tracing::error!(stream = name, error = %e, "closing the last part failed");
@@ -779,179 +621,5 @@ fn stream_loop(track: &mut Track, rx: &Receiver<Frame>, counters: &Counters) -> 
         };
         track.encode(chunk, media_us, &frame.data)?;
         counters.encoded.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// One encoder thread's encoder and the part its packets go to.
-///
-/// The encoder works on the recording's timeline (µs from the origin). A packet belongs
-/// to the chunk its PTS falls in, and a part is closed when the keyframe that starts a
-/// later chunk comes out of the encoder, so every part starts with a keyframe even when
-/// the encoder holds frames back. An encoder that honours forced keyframes is kept for
-/// the whole recording and told to make each chunk's first frame a keyframe; any other
-/// is flushed and reopened at each boundary.
-struct Track<'a> {
-    shared: &'a Shared,
-    stream: usize,
-    name: &'a str,
-    config: &'a StreamConfig,
-    encoder: Option<StreamEncoder>,
-    /// Chunk of the last frame given to `encoder`; `None` while it holds nothing.
-    fed_chunk: Option<u64>,
-    /// Keep the encoder across chunks; cleared for good if it ignores a forced keyframe.
-    keep_encoder: bool,
-    part: Option<OpenPart>,
-    /// The first chunk this stream has not finished (only this thread moves it).
-    closed_before: u64,
-}
-
-impl Track<'_> {
-    fn chunk_of(&self, media_us: i64) -> u64 {
-        u64::try_from(media_us / self.shared.chunk_length_us).unwrap_or(0)
-    }
-
-    /// Encode a frame of `chunk` at `media_us` and write out what the encoder releases.
-    fn encode(&mut self, chunk: u64, media_us: i64, data: &[u8]) -> Result<()> {
-        let mut keyframe = false;
-        if self.fed_chunk.is_some_and(|fed| chunk > fed) {
-            if self.keep_encoder {
-                keyframe = true;
-            } else {
-                self.drain_encoder(true)?;
-            }
-        }
-        if self.fed_chunk.is_none() && self.part.as_ref().map_or(true, |p| p.index < chunk) {
-            // The encoder holds nothing: every earlier chunk is complete.
-            self.close_part(chunk)?;
-        }
-        let mut encoder = match self.encoder.take() {
-            Some(encoder) => encoder,
-            None => {
-                let encoder = StreamEncoder::new(self.config)?;
-                self.keep_encoder &= encoder.keeps_across_chunks();
-                encoder
-            }
-        };
-        let result = encoder
-            .encode(data, media_us, keyframe)
-            .and_then(|packets| self.write(&encoder, packets));
-        self.encoder = Some(encoder);
-        self.fed_chunk = Some(chunk);
-        result
-    }
-
-    /// Write packets (PTS on the recording's timeline) into the part of their chunk.
-    fn write(&mut self, encoder: &StreamEncoder, packets: Vec<ffmpeg::Packet>) -> Result<()> {
-        for mut packet in packets {
-            let chunk = self.chunk_of(packet.pts().or(packet.dts()).unwrap_or(0).max(0));
-            if let Some(part) = &self.part {
-                if chunk > part.index {
-                    if packet.is_key() {
-                        self.close_part(chunk)?;
-                    } else if self.keep_encoder {
-                        // It stays in the chunk before, which then runs a little long;
-                        // the next chunk starts at the encoder's next keyframe.
-                        tracing::warn!(
-                            stream = self.name,
-                            "the encoder ignored a forced keyframe; it will be reopened at each chunk"
-                        );
-                        self.keep_encoder = false;
-                    }
-                }
-            }
-            let part = match &mut self.part {
-                Some(part) => part,
-                None => self
-                    .part
-                    .insert(self.open_part(chunk.max(self.closed_before))),
-            };
-            let start_us = self.shared.chunk_start_us(part.index);
-            packet.set_pts(packet.pts().map(|t| t - start_us));
-            packet.set_dts(packet.dts().map(|t| t - start_us));
-            part.writer.write(encoder, [packet])?;
-        }
-        Ok(())
-    }
-
-    fn open_part(&self, index: u64) -> OpenPart {
-        let shared = self.shared;
-        let id = shared.chunk_id(index);
-        let (StreamConfig::Video(VideoStreamConfig { metadata, .. })
-        | StreamConfig::Data(DataStreamConfig { metadata, .. })) = self.config;
-        let origin_unix_us = shared.origin.get().map_or(0, |o| o.unix_us);
-        let writer = PartWriter::new(
-            spool::part_path(&shared.dir, &id, self.name),
-            self.name,
-            metadata,
-            vec![
-                (
-                    TAG_CHUNK_START_US.into(),
-                    shared.chunk_start_us(index).to_string(),
-                ),
-                (TAG_ORIGIN_UNIX_US.into(), origin_unix_us.to_string()),
-            ],
-            shared.muxer,
-            Some(Arc::clone(&shared.syncer)),
-        );
-        OpenPart { index, writer }
-    }
-
-    /// Close the open part (if any) and tell the barrier that this stream has finished
-    /// every chunk before `next`.
-    fn close_part(&mut self, next: u64) -> Result<()> {
-        let closed = match self.part.take() {
-            Some(part) => part.writer.close()?.map(|closed| (part.index, closed)),
-            None => None,
-        };
-        self.pass(next, closed);
-        Ok(())
-    }
-
-    /// Tell the barrier that this stream has finished every chunk before `next`,
-    /// handing over the part it closed (if any).
-    fn pass(&mut self, next: u64, closed: Option<(u64, ClosedPart)>) {
-        self.closed_before = self.closed_before.max(next);
-        self.shared.advance(self.stream, self.closed_before, closed);
-    }
-
-    /// Flush the encoder into its parts; the encoder is gone afterwards. After a failure
-    /// (often a bad frame, not a broken encoder) the frames it still holds are worth
-    /// keeping, and a flush error is only logged.
-    fn drain_encoder(&mut self, healthy: bool) -> Result<()> {
-        self.fed_chunk = None;
-        let Some(mut encoder) = self.encoder.take() else {
-            return Ok(());
-        };
-        let flushed = encoder
-            .flush()
-            .and_then(|packets| self.write(&encoder, packets));
-        match flushed {
-            Err(e) if healthy => Err(e),
-            Err(e) => {
-                tracing::warn!(stream = self.name, error = %e, "flushing the encoder after a failure failed");
-                Ok(())
-            }
-            Ok(()) => Ok(()),
-        }
-    }
-
-    /// The stream fell silent and missed the deadline of the chunks before `through`:
-    /// flush what its encoder holds and close them without waiting for more frames. A
-    /// part of a later chunk (frames fed just before the silence) stays open.
-    fn close_silent(&mut self, through: u64) -> Result<()> {
-        self.drain_encoder(true)?;
-        if self.part.as_ref().is_some_and(|p| p.index < through) {
-            self.close_part(through)
-        } else {
-            self.pass(through, None);
-            Ok(())
-        }
-    }
-
-    /// End of the stream: flush the encoder and close the last part.
-    fn finish(&mut self, healthy: bool) -> Result<()> {
-        let drained = self.drain_encoder(healthy);
-        self.close_part(u64::MAX)?;
-        drained
     }
 }
