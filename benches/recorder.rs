@@ -1293,7 +1293,7 @@ fn task_merge(p: &Value) -> Result<Value> {
             }
             let packets = encoder.flush()?;
             part.write(&encoder, packets)?;
-            part.close()?;
+            part.close().1?;
             paths.push(path);
         }
         chunk_parts.push(paths);

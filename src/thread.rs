@@ -151,7 +151,8 @@ where
     })
 }
 
-fn panic_message(payload: Box<dyn Any + Send>) -> String {
+/// The text of a panic's payload (what `panic!` was given).
+pub fn panic_message(payload: Box<dyn Any + Send>) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = payload.downcast_ref::<String>() {

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use grabd::recording::probe::inspect;
-use grabd::recording::{ErrorCallback, Frame, VideoStreamConfig, WriterOptions};
+use grabd::recording::{
+    recover_spool, ErrorCallback, Frame, InjectedFaults, Recording, StopDeadlines,
+    VideoStreamConfig, WriterOptions,
+};
 
 const ALL: [&str; 3] = ["rgb", "depth", "imu"];
 
@@ -446,4 +449,318 @@ fn frames_held_by_the_encoder_of_a_silent_stream_stay_in_their_chunk() {
         "reopened once, after the silence"
     );
     rig.assert_final_decodes(&[("rgb", 75)]);
+}
+
+/// `on_error` that records every call, and the list it records into.
+fn recording_on_error() -> (ErrorCallback, Arc<Mutex<Vec<String>>>) {
+    let calls: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = Arc::clone(&calls);
+    let on_error: ErrorCallback = Arc::new(move |what: &str| {
+        seen.lock().unwrap().push(what.to_owned());
+    });
+    (on_error, calls)
+}
+
+/// rgb's encoder thread panics after its 60th frame (mid chunk 2 of 2 s chunks): the
+/// panic is caught, `on_error` fires once with "rgb", rgb leaves the barrier so depth
+/// and imu keep rotating while recording (chunks complete before stop), stop is clean
+/// and quick, and the final file holds every rgb frame encoded before the panic.
+#[test]
+fn a_panicking_encoder_fires_on_error_once_and_the_others_keep_rotating() {
+    let (on_error, calls) = recording_on_error();
+    let mut rig = Rig::start(
+        "panic",
+        vec![
+            Spec::Video("rgb", rgb_config().with_option("tune", "zerolatency")),
+            Spec::Video("depth", depth_config()),
+            Spec::Data("imu"),
+        ],
+        WriterOptions {
+            on_error: Some(on_error),
+            faults: InjectedFaults {
+                panic_encoder: Some(("rgb".into(), 60)),
+                ..InjectedFaults::default()
+            },
+            ..options(2000)
+        },
+    );
+    for i in 0..60 {
+        rig.push_all(&ALL, i);
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || !calls
+            .lock()
+            .unwrap()
+            .is_empty()),
+        "on_error was not called after the rgb encoder panicked"
+    );
+    for i in 60..150 {
+        rig.push_all(&["depth", "imu"], i);
+    }
+    // Chunks 0 and 1 complete while recording: nobody waits for the dead stream.
+    assert!(
+        wait_until(Duration::from_secs(10), || rig.writer.generation() >= 2),
+        "rotation stalled behind the panicked stream: generation {}",
+        rig.writer.generation()
+    );
+    let began = Instant::now();
+    let report = rig.stop_cleanly();
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "stop took {:?}",
+        began.elapsed()
+    );
+    assert!(report.left_running.is_empty(), "{:?}", report.left_running);
+    std::thread::sleep(Duration::from_millis(200)); // a late second call would show now
+    assert_eq!(*calls.lock().unwrap(), ["rgb"], "on_error calls");
+    for s in &report.streams {
+        assert_eq!(s.failed, s.name == "rgb", "{}: failed flag", s.name);
+    }
+    let tracks = read_tracks(&rig.final_path);
+    for name in ["depth", "imu"] {
+        assert_eq!(
+            track(&tracks, name).pts(),
+            rig.accepted_media_us(name, T0),
+            "{name}: PTS in the final file"
+        );
+    }
+    let expected: Vec<i64> = (0..60).map(|i| i * FRAME_US).collect();
+    assert_eq!(track(&tracks, "rgb").pts(), expected, "rgb up to the panic");
+    rig.assert_final_decodes(&[]);
+}
+
+/// The finalizer panics on its first chunk: `on_error` hears "finalizer" once, the
+/// encoders are not held up, stop returns promptly and says the finalizer panicked (the
+/// recording's finish then builds the file from what is on disk), and every part is
+/// still on disk for that finish: none was deleted without a chunk holding it.
+#[test]
+fn a_panicking_finalizer_is_reported_once_and_leaves_the_parts() {
+    let (on_error, calls) = recording_on_error();
+    let mut rig = Rig::start(
+        "finpanic",
+        standard_specs(),
+        WriterOptions {
+            on_error: Some(on_error),
+            faults: InjectedFaults {
+                panic_finalizer: true,
+                ..InjectedFaults::default()
+            },
+            ..options(1000)
+        },
+    );
+    for i in 0..60 {
+        rig.push_all(&ALL, i);
+    }
+    let report = rig.stop();
+    assert_eq!(*calls.lock().unwrap(), ["finalizer"], "on_error calls");
+    assert!(
+        report
+            .finalize
+            .errors
+            .iter()
+            .any(|e| e.contains("panicked")),
+        "{:?}",
+        report.finalize.errors
+    );
+    assert!(report.left_running.is_empty(), "{:?}", report.left_running);
+    let mut parts: Vec<String> = std::fs::read_dir(&rig.spool)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".mkv.part"))
+        .collect();
+    parts.sort();
+    // 60 frames of 40 ms in 1 s chunks: chunks 0, 1 and 2, three streams each.
+    assert_eq!(parts.len(), 9, "parts on disk: {parts:?}");
+}
+
+/// rgb's encoder hangs for 5 s at its 30th frame, past a 1 s stop deadline: stop returns
+/// at the deadline, not after the hang, reports the thread as still running (so the
+/// spool folder is left to recovery), and the other streams' chunks were still merged.
+#[test]
+fn a_hung_encoder_is_left_running_at_the_stop_deadline_and_reported() {
+    let mut rig = Rig::start(
+        "hung",
+        standard_specs(),
+        WriterOptions {
+            stop_deadlines: StopDeadlines {
+                encoders: Duration::from_secs(1),
+                ..StopDeadlines::default()
+            },
+            faults: InjectedFaults {
+                hang_encoder: Some(("rgb".into(), 30, Duration::from_secs(5))),
+                ..InjectedFaults::default()
+            },
+            ..options(1000)
+        },
+    );
+    for i in 0..40 {
+        rig.push_all(&ALL, i);
+    }
+    let began = Instant::now();
+    let report = rig.stop();
+    let took = began.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "stop waited for the hang: {took:?}"
+    );
+    assert_eq!(report.left_running, ["enc-rgb"]);
+    // The hung stream's part of chunk 0 is still open in its thread: no chunk holds it,
+    // and it is not deleted.
+    let rgb_parts: Vec<String> = std::fs::read_dir(&rig.spool)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".rgb.mkv.part"))
+        .collect();
+    assert!(!rgb_parts.is_empty(), "rgb's open part is gone");
+    std::thread::sleep(Duration::from_secs(5)); // let the hung thread end before the tmp dir goes
+}
+
+/// The part syncer's fsync stalls for 5 s; with a 1 s syncer deadline stop returns in
+/// time and reports the syncer as still running.
+#[test]
+fn a_stalled_fsync_cannot_hang_stop() {
+    let mut rig = Rig::start(
+        "stall",
+        standard_specs(),
+        WriterOptions {
+            stop_deadlines: StopDeadlines {
+                syncer: Duration::from_secs(1),
+                ..StopDeadlines::default()
+            },
+            faults: InjectedFaults {
+                stall_sync: Some(Duration::from_secs(5)),
+                ..InjectedFaults::default()
+            },
+            ..options(1000)
+        },
+    );
+    for i in 0..10 {
+        rig.push_all(&ALL, i);
+    }
+    let began = Instant::now();
+    let report = rig.stop();
+    let took = began.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "stop waited for the fsync: {took:?}"
+    );
+    assert_eq!(report.left_running, ["part-sync"]);
+    std::thread::sleep(Duration::from_secs(5));
+}
+
+/// Closing rgb's part of chunk 0 fails (its trailer is never written): the part still
+/// goes to its chunk, whose merge salvages it, so no durable part is left outside every
+/// chunk, and the frames of chunk 0 reach the final file up to its last whole cluster.
+#[test]
+fn a_part_whose_close_failed_still_goes_to_its_chunk() {
+    let (on_error, calls) = recording_on_error();
+    let mut rig = Rig::start(
+        "badclose",
+        vec![
+            Spec::Video("rgb", rgb_config().with_option("tune", "zerolatency")),
+            Spec::Data("imu"),
+        ],
+        WriterOptions {
+            on_error: Some(on_error),
+            faults: InjectedFaults {
+                fail_part_close: Some("rgb".into()),
+                ..InjectedFaults::default()
+            },
+            ..options(2000)
+        },
+    );
+    for i in 0..80 {
+        rig.push_all(&["rgb", "imu"], i);
+    }
+    let report = rig.stop();
+    assert_eq!(*calls.lock().unwrap(), ["rgb"], "on_error calls");
+    let first = report.finalize.chunks.first().expect("chunk 0 was merged");
+    let in_chunk: Vec<&str> = first
+        .summary
+        .packets
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert!(
+        in_chunk.contains(&"rgb"),
+        "chunk 0 holds no rgb: {in_chunk:?}"
+    );
+    let parts: Vec<String> = std::fs::read_dir(&rig.spool)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".mkv.part"))
+        .collect();
+    assert!(
+        parts.is_empty(),
+        "parts left outside every chunk: {parts:?}"
+    );
+    let rgb = track(&read_tracks(&rig.final_path), "rgb").pts();
+    let expected: Vec<i64> = (0..50).map(|i| i * FRAME_US).collect();
+    assert!(
+        !rgb.is_empty() && rgb.len() <= 50 && rgb[..] == expected[..rgb.len()],
+        "rgb in the final file: {rgb:?}"
+    );
+}
+
+/// The finalizer overruns its stop deadline (each chunk stalls 3 s, the deadline is
+/// 0.5 s): the recording is not finished under it, since two writers must never touch
+/// one file. Stop fails with "left for recovery", the spool folder stays as it is, and
+/// stays claimed, so no recovery in this process touches it.
+#[test]
+fn a_finalizer_that_overruns_stop_leaves_the_spool_to_recovery() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (spool, output) = (tmp.path().join("spool"), tmp.path().join("out"));
+    let streams = vec![(
+        "rgb".to_owned(),
+        grabd::recording::StreamConfig::Video(rgb_config()),
+    )];
+    let recording = Recording::start(
+        &spool,
+        &output,
+        streams,
+        WriterOptions {
+            stop_deadlines: StopDeadlines {
+                finalizer: Duration::from_millis(500),
+                ..StopDeadlines::default()
+            },
+            faults: InjectedFaults {
+                stall_finalizer: Some(Duration::from_secs(3)),
+                ..InjectedFaults::default()
+            },
+            ..options(1000)
+        },
+    )
+    .unwrap();
+    let dir = recording.spool_dir().to_owned();
+    let sender = recording.sender("rgb").unwrap();
+    for i in 0..30 {
+        push_blocking(
+            &sender,
+            video_frame(&rgb_config(), T0 + i * FRAME_US, i as u64),
+        );
+    }
+    let began = Instant::now();
+    let stopped = recording.stop();
+    assert!(
+        began.elapsed() < Duration::from_secs(3),
+        "stop waited for the finalizer"
+    );
+    let err = stopped.expect_err("stop must fail while the finalizer runs");
+    assert!(err.to_string().contains("left for recovery"), "{err}");
+    assert!(dir.is_dir(), "the spool folder went");
+    let finals: Vec<_> = std::fs::read_dir(&output)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".mkv"))
+        .collect();
+    assert!(
+        finals.is_empty(),
+        "a final file while the finalizer runs: {finals:?}"
+    );
+    // This process keeps the folder claimed: no recovery here finishes it under the
+    // finalizer (boot recovery, in the next process, does).
+    let report = recover_spool(&spool, &output, Default::default()).unwrap();
+    assert_eq!(report.busy, vec![dir], "{report:?}");
+    assert!(report.recovered.is_empty(), "{report:?}");
+    std::thread::sleep(Duration::from_secs(4)); // let the finalizer end before the tmp dir goes
 }

@@ -438,12 +438,10 @@ fn finalizer_yields_the_cpu_to_the_encoders() {
     };
     // Threads name themselves, and the finalizer lowers its priority, as they start.
     wait_until(Duration::from_secs(5), || {
-        nice_of("prio-finalize").is_some() && nice_of("enc-prio_cam").is_some()
+        nice_of("finalize").is_some() && nice_of("enc-prio_cam").is_some()
     });
-    wait_until(Duration::from_secs(5), || {
-        nice_of("prio-finalize") == Some(10)
-    });
-    assert_eq!(nice_of("prio-finalize"), Some(10), "finalizer nice");
+    wait_until(Duration::from_secs(5), || nice_of("finalize") == Some(10));
+    assert_eq!(nice_of("finalize"), Some(10), "finalizer nice");
     assert_eq!(nice_of("enc-prio_cam"), Some(0), "encoder nice");
     rig.stop();
 }

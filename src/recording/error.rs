@@ -35,6 +35,10 @@ pub enum Error {
     /// The storage cannot take the recording (full, read-only).
     #[error("storage: {0}")]
     Storage(String),
+    /// Threads were still writing into the spool folder at the stop deadline, so it is
+    /// not finished now (two writers must never touch one file) but at the next start.
+    #[error("{threads} still running at the stop deadline; {dir} is left for recovery at the next start")]
+    LeftForRecovery { threads: String, dir: PathBuf },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -10,6 +10,7 @@ use crossbeam_channel::Receiver;
 use super::durable;
 use super::error::Result;
 use super::events::ErrorCallback;
+use super::faults::InjectedFaults;
 use super::media::MuxerSettings;
 use super::merge::{
     merge_recording_chunks, merge_stream_files, ConcatWriter, MergeSummary, ReadMode,
@@ -83,6 +84,7 @@ pub fn run(
     expected_streams: &[String],
     muxer: MuxerSettings,
     on_error: Option<ErrorCallback>,
+    faults: &InjectedFaults,
 ) -> FinalizeReport {
     yield_cpu_to_encoders();
     let mut report = FinalizeReport::default();
@@ -91,6 +93,7 @@ pub fn run(
     // recording's finish (recovery) procedure, which salvages the parts first.
     let mut chunk_failed = false;
     for job in jobs {
+        faults.before_chunk();
         match finalize_chunk(dir, &job, expected_streams, muxer) {
             Ok(Some(chunk)) => {
                 if let Some(output) = &final_output {

@@ -18,6 +18,7 @@ pub mod durable;
 pub mod encoder;
 mod error;
 pub mod events;
+mod faults;
 pub mod finalizer;
 mod in_band_headers;
 pub mod manifest;
@@ -34,6 +35,7 @@ mod writer;
 pub use encoder::{DataStreamEncoder, VideoStreamEncoder};
 pub use error::{Error, Result};
 pub use events::{ErrorCallback, StartChunkCallback};
+pub use faults::InjectedFaults;
 pub use finalizer::FinalOutput;
 pub use manifest::Manifest;
 pub use media::MuxerSettings;
@@ -42,5 +44,6 @@ pub use recovery::{finish_recording_dir, recover_spool, Finished, RecoveryReport
 pub use session::{Recording, Stopped};
 pub use stream_config::{DataStreamConfig, StreamConfig, VideoStreamConfig};
 pub use writer::{
-    ChunkedWriter, Frame, Origin, StreamSender, StreamStats, WriterOptions, WriterReport,
+    ChunkedWriter, Frame, Origin, StopDeadlines, StreamSender, StreamStats, WriterOptions,
+    WriterReport,
 };

@@ -12,7 +12,6 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ffmpeg_next::{self as ffmpeg, format, Dictionary, Rational};
@@ -21,7 +20,9 @@ use super::durable;
 use super::encoder::StreamEncoder;
 use super::error::{Error, Result};
 use super::events::ErrorCallback;
+use super::faults::InjectedFaults;
 use super::media::{create_mkv, write_mkv_header, MuxerSettings};
+use crate::thread;
 
 /// A part file being written by one encoder thread.
 pub struct PartWriter {
@@ -140,23 +141,39 @@ impl PartWriter {
     }
 
     /// Finish the file (Matroska trailer) and hand it to the syncer for its last fsync
-    /// (never on this thread). Returns `None` when no packet was ever written (no file
-    /// exists).
-    pub fn close(mut self) -> Result<Option<ClosedPart>> {
+    /// (never on this thread). The part is `None` when no packet was ever written (no
+    /// file exists). When the trailer fails the part is still returned, beside the
+    /// error: its clusters are on disk, and whoever holds it decides its fate.
+    pub fn close(mut self) -> (Option<ClosedPart>, Result<()>) {
         let Some(mut open) = self.open.take() else {
-            return Ok(None);
+            return (None, Ok(()));
         };
         let trailer = open.octx.write_trailer();
         drop(open);
         if let Some(syncer) = &self.syncer {
             syncer.release(&self.path);
         }
-        trailer.map_err(|e| Error::media(format!("finish {}", self.path.display()), e))?;
-        Ok(Some(ClosedPart {
+        let result =
+            trailer.map_err(|e| Error::media(format!("finish {}", self.path.display()), e));
+        (Some(self.closed()), result)
+    }
+
+    /// Stop writing without a trailer (the muxer is not to be trusted, e.g. after a
+    /// panic): the file keeps what reached it, readable up to its last whole cluster.
+    pub fn abandon(mut self) -> Option<ClosedPart> {
+        self.open.take()?;
+        if let Some(syncer) = &self.syncer {
+            syncer.release(&self.path);
+        }
+        Some(self.closed())
+    }
+
+    fn closed(&self) -> ClosedPart {
+        ClosedPart {
             stream: self.stream_name.clone(),
             path: self.path.clone(),
             packets: self.packets,
-        }))
+        }
     }
 }
 
@@ -183,8 +200,10 @@ pub struct PartSyncer {
     state: Mutex<SyncState>,
     wake: Condvar,
     stop: AtomicBool,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    thread: Mutex<Option<thread::Handle<()>>>,
     on_error: Option<ErrorCallback>,
+    /// Tests only ([`InjectedFaults::stall_sync`]).
+    stall_first_sync: Option<Duration>,
 }
 
 #[derive(Default)]
@@ -205,8 +224,13 @@ struct Tracked {
 impl PartSyncer {
     /// Start the sync thread. `on_error` hears about the first failed fsync (with the
     /// path), so the recording can stop instead of writing data that will not last.
-    pub fn start(interval: Duration, on_error: Option<ErrorCallback>) -> Arc<Self> {
+    pub fn start(
+        interval: Duration,
+        on_error: Option<ErrorCallback>,
+        faults: &InjectedFaults,
+    ) -> Arc<Self> {
         let syncer = Arc::new(PartSyncer {
+            stall_first_sync: faults.stall_sync,
             state: Mutex::new(SyncState::default()),
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -214,10 +238,14 @@ impl PartSyncer {
             on_error,
         });
         let worker = Arc::clone(&syncer);
-        let handle = std::thread::Builder::new()
-            .name("part-sync".into())
-            .spawn(move || worker.run(interval))
-            .ok();
+        // A panicking syncer is a failed syncer: parts are no longer kept durable.
+        let panicked = syncer.on_error.clone().map(|callback| {
+            Arc::new(move |_: thread::ThreadExit| callback("panicked")) as thread::ExitSink
+        });
+        let handle = thread::spawn("part-sync", "", panicked, move |heartbeat| {
+            worker.run(interval, heartbeat)
+        })
+        .ok();
         if handle.is_none() {
             tracing::error!("could not start the part sync thread; parts are not synced");
         }
@@ -242,8 +270,10 @@ impl PartSyncer {
         self.wake.notify_all();
     }
 
-    fn run(&self, interval: Duration) {
+    fn run(&self, interval: Duration, heartbeat: &thread::Heartbeat) {
+        let mut stall = self.stall_first_sync;
         loop {
+            heartbeat.beat();
             let mut state = lock(&self.state);
             let nothing_released = !state.files.values().any(|t| t.released);
             if nothing_released && state.dirs_to_sync.is_empty() {
@@ -286,6 +316,12 @@ impl PartSyncer {
                     errors.push(e.to_string());
                 }
             }
+            if !due.is_empty() {
+                if let Some(pause) = stall.take() {
+                    tracing::warn!("injected fault: an fsync stalls for {pause:?}");
+                    std::thread::sleep(pause);
+                }
+            }
             let mut synced = Vec::new();
             for (path, file, len) in due {
                 match file.sync_data() {
@@ -322,12 +358,15 @@ impl PartSyncer {
         }
     }
 
-    /// Sync what is pending one last time and stop the thread.
-    pub fn shutdown(&self) {
+    /// Sync what is pending one last time and stop the thread, waiting at most
+    /// `deadline` (an fsync can stall for long on a failing card). `false` when the
+    /// thread was still running then (it is reported and left running).
+    pub fn shutdown(&self, deadline: Duration) -> bool {
         self.stop.store(true, Ordering::Release);
         self.wake.notify_all();
-        if let Some(handle) = lock(&self.thread).take() {
-            let _ = handle.join();
+        match lock(&self.thread).take() {
+            Some(handle) => handle.join_within(deadline) != thread::Joined::TimedOut,
+            None => true,
         }
     }
 }

@@ -126,6 +126,15 @@ impl Recording {
         self.session.stopped_unix_us = Some(crate::clock::unix_us());
         self.session.stats = report.streams.clone();
         self.session.write(&self.dir)?;
+        if !report.left_running.is_empty() {
+            // Keep the folder claimed until the process exits, so that no recovery in
+            // this process finishes it under a thread that still writes there.
+            std::mem::forget(self._lock);
+            return Err(Error::LeftForRecovery {
+                threads: report.left_running.join(", "),
+                dir: self.dir,
+            });
+        }
         let finished = {
             // Removing the folder happens under the spool lock (see SpoolLock).
             let _spool = SpoolLock::acquire(&self.spool, false)?;

@@ -4,7 +4,6 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -14,6 +13,7 @@ use crate::capture::{FrameSource, SyntheticVideo};
 use crate::config::{Batching, Config, SourceSpec};
 use crate::recording::{self, Finished, Frame, Recording, StreamSender, StreamStats};
 use crate::sensors::{encode_batch, Imu, ImuSample, SyntheticImu};
+use crate::thread::{self, ExitSink, ThreadExit};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -164,7 +164,7 @@ fn warn_about_drops(stats: &[StreamStats]) {
     }
 }
 
-type SourceThread = (String, JoinHandle<()>, Receiver<()>);
+type SourceThread = thread::Handle<()>;
 
 fn start_sources(
     config: &Config,
@@ -220,22 +220,30 @@ fn start_sources(
                 }
                 _ => continue,
             };
-        let (done_tx, done_rx) = bounded(1);
         let thread_name = name.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("src-{name}"))
-            .spawn(move || {
-                if let Err(e) = body() {
-                    tracing::error!(source = %thread_name, error = %e, "source stopped delivering");
-                    source_failure
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .get_or_insert_with(|| format!("source {thread_name}: {e}"));
-                }
-                let _ = done_tx.send(());
-            });
+        // A panicking source is a failed source: the recording stops.
+        let panicked = {
+            let failure = Arc::clone(failure);
+            let name = name.clone();
+            Arc::new(move |exit: ThreadExit| {
+                let ThreadExit::Panicked { message, .. } = exit;
+                failure
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert_with(|| format!("source {name} panicked: {message}"));
+            }) as ExitSink
+        };
+        let spawned = thread::spawn("src", &name, Some(panicked), move |_| {
+            if let Err(e) = body() {
+                tracing::error!(source = %thread_name, error = %e, "source stopped delivering");
+                source_failure
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert_with(|| format!("source {thread_name}: {e}"));
+            }
+        });
         match spawned {
-            Ok(handle) => threads.push((name, handle, done_rx)),
+            Ok(handle) => threads.push(handle),
             Err(e) => {
                 failure
                     .lock()
@@ -247,17 +255,12 @@ fn start_sources(
     threads
 }
 
+/// Join the source threads; one that does not stop in time is reported and left (a
+/// source only pushes into a queue, which the writer stops taking from).
 fn join_sources(threads: Vec<SourceThread>) {
     let deadline = Instant::now() + SOURCE_JOIN_DEADLINE;
-    for (name, handle, done) in threads {
-        if done
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .is_ok()
-        {
-            let _ = handle.join();
-        } else {
-            tracing::error!(source = %name, "source did not stop in time; leaving it");
-        }
+    for handle in threads {
+        let _ = handle.join_until(deadline);
     }
 }
 

@@ -36,15 +36,16 @@ pub use queue::{Frame, StreamSender, StreamStats};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::durable;
 use super::encoder::StreamEncoder;
 use super::error::{Error, Result};
 use super::events::{ErrorCallback, StartChunkCallback};
+use super::faults::InjectedFaults;
 use super::finalizer::{self, ChunkJob, FinalOutput, FinalizeReport};
 use super::media::MuxerSettings;
 use super::part::{lock, ClosedPart, PartSyncer};
@@ -52,6 +53,7 @@ use super::spool;
 use super::stream_config::{
     validate_stream_name, DataStreamConfig, StreamConfig, VideoStreamConfig,
 };
+use crate::thread::{self, ExitSink, Heartbeat, Joined, ThreadExit};
 use barrier::Barrier;
 use queue::Counters;
 use track::Track;
@@ -71,6 +73,9 @@ pub struct WriterOptions {
     pub on_error: Option<ErrorCallback>,
     /// Grow this final file chunk by chunk in the background; `stop` then finishes it.
     pub final_output: Option<FinalOutput>,
+    pub stop_deadlines: StopDeadlines,
+    /// Tests only: faults to inject (none by default).
+    pub faults: InjectedFaults,
 }
 
 impl Default for WriterOptions {
@@ -84,6 +89,8 @@ impl Default for WriterOptions {
             start_chunk_callback: None,
             on_error: None,
             final_output: None,
+            stop_deadlines: StopDeadlines::default(),
+            faults: InjectedFaults::default(),
         }
     }
 }
@@ -97,6 +104,8 @@ impl std::fmt::Debug for WriterOptions {
             .field("sync_interval", &self.sync_interval)
             .field("muxer", &self.muxer)
             .field("final_output", &self.final_output)
+            .field("stop_deadlines", &self.stop_deadlines)
+            .field("faults", &self.faults)
             .finish_non_exhaustive()
     }
 }
@@ -138,6 +147,9 @@ struct Shared {
     stopping: AtomicBool,
     start_chunk_callback: Option<StartChunkCallback>,
     on_error: Option<ErrorCallback>,
+    /// Threads running `on_error`, joined at stop.
+    callbacks: Mutex<Vec<thread::Handle<()>>>,
+    faults: InjectedFaults,
     syncer: Arc<PartSyncer>,
 }
 
@@ -231,18 +243,36 @@ impl Shared {
 
 /// How often an idle encoder thread looks at the barrier and the stop flag.
 const TICK: Duration = Duration::from_millis(20);
-/// How long `stop` waits for an encoder thread to drain and close.
-const STREAM_JOIN_DEADLINE: Duration = Duration::from_secs(30);
-/// How long `stop` waits for the finalizer to finish the last chunk and the final file.
-const FINALIZER_JOIN_DEADLINE: Duration = Duration::from_secs(600);
+
+/// How long `stop` waits for each kind of thread.
+#[derive(Debug, Clone, Copy)]
+pub struct StopDeadlines {
+    /// For every encoder thread to drain its queue and close its part.
+    pub encoders: Duration,
+    /// For the finalizer to finish the last chunk and the final file.
+    pub finalizer: Duration,
+    /// For the part syncer's last pass (one fsync per open part).
+    pub syncer: Duration,
+}
+
+impl Default for StopDeadlines {
+    fn default() -> Self {
+        StopDeadlines {
+            encoders: Duration::from_secs(30),
+            finalizer: Duration::from_secs(600),
+            syncer: Duration::from_secs(30),
+        }
+    }
+}
 
 /// Chunked multi-stream Matroska writer. See the module docs for the protocol.
 pub struct ChunkedWriter {
     shared: Arc<Shared>,
     streams: Vec<StreamSlot>,
     options: WriterOptions,
-    threads: Vec<(String, JoinHandle<()>, Receiver<()>)>,
-    finalizer: Option<(JoinHandle<FinalizeReport>, Receiver<()>)>,
+    /// (stream index, stream name, encoder thread)
+    threads: Vec<(usize, String, thread::Handle<()>)>,
+    finalizer: Option<thread::Handle<FinalizeReport>>,
     started: bool,
     stopped: bool,
 }
@@ -254,6 +284,10 @@ pub struct WriterReport {
     pub streams: Vec<StreamStats>,
     pub finalize: FinalizeReport,
     pub chunks_rotated: u64,
+    /// Threads still running when their stop deadline passed (hung encoder, stalled
+    /// finalizer or fsync). They may still write into the spool folder, so it must be
+    /// left to recovery at the next start.
+    pub left_running: Vec<String>,
 }
 
 impl ChunkedWriter {
@@ -341,12 +375,15 @@ impl ChunkedWriter {
             stopping: AtomicBool::new(false),
             start_chunk_callback: options.start_chunk_callback.clone(),
             on_error: options.on_error.clone(),
+            callbacks: Mutex::new(Vec::new()),
+            faults: options.faults.clone(),
             syncer: PartSyncer::start(
                 options.sync_interval,
                 options.on_error.clone().map(|callback| {
                     Arc::new(move |what: &str| callback(&format!("part-sync ({what})")))
                         as ErrorCallback
                 }),
+                &options.faults,
             ),
         });
         Ok(ChunkedWriter {
@@ -397,21 +434,31 @@ impl ChunkedWriter {
         let (jobs_tx, jobs_rx) = unbounded();
         *lock(&self.shared.jobs) = Some(jobs_tx);
         let expected: Vec<String> = self.streams.iter().map(|s| s.name.clone()).collect();
-        let (done_tx, done_rx) = bounded(1);
         let dir = self.shared.dir.clone();
         let final_output = self.options.final_output.clone();
         let muxer = self.options.muxer;
         let on_error = self.options.on_error.clone();
-        let finalizer = std::thread::Builder::new()
-            .name(format!("{}-finalize", self.shared.name))
-            .spawn(move || {
-                let report =
-                    finalizer::run(&dir, jobs_rx, final_output, &expected, muxer, on_error);
-                let _ = done_tx.send(());
-                report
-            })
-            .map_err(|e| Error::io("spawn finalizer thread", &self.shared.dir, e))?;
-        self.finalizer = Some((finalizer, done_rx));
+        let faults = self.options.faults.clone();
+        // A panicking finalizer is a failed finalizer: the recording stops and its
+        // chunks and parts stay for the finish at stop.
+        let finalizer_failed = self
+            .options
+            .on_error
+            .clone()
+            .map(|callback| Arc::new(move |_: ThreadExit| callback("finalizer")) as ExitSink);
+        let finalizer = thread::spawn("finalize", "", finalizer_failed, move |_| {
+            finalizer::run(
+                &dir,
+                jobs_rx,
+                final_output,
+                &expected,
+                muxer,
+                on_error,
+                &faults,
+            )
+        })
+        .map_err(|e| Error::io("spawn finalizer thread", &self.shared.dir, e))?;
+        self.finalizer = Some(finalizer);
 
         for (index, slot) in self.streams.iter_mut().enumerate() {
             let Some(rx) = slot.rx.take() else { continue };
@@ -420,15 +467,23 @@ impl ChunkedWriter {
             let config = slot.config.clone();
             let encoder = slot.encoder.take();
             let counters = Arc::clone(&slot.counters);
-            let (done_tx, done_rx) = bounded(1);
-            let handle = std::thread::Builder::new()
-                .name(format!("enc-{}", slot.name))
-                .spawn(move || {
-                    stream_thread(&shared, index, &name, &config, encoder, rx, &counters);
-                    let _ = done_tx.send(());
-                })
-                .map_err(|e| Error::io("spawn encoder thread", &self.shared.dir, e))?;
-            self.threads.push((slot.name.clone(), handle, done_rx));
+            let panicked = {
+                let (shared, name, counters) =
+                    (Arc::clone(&shared), name.clone(), Arc::clone(&counters));
+                // A panic the encoder thread did not catch itself (while closing up):
+                // the stream leaves the barrier and is reported like any failure.
+                Arc::new(move |_: ThreadExit| {
+                    shared.advance(index, barrier::ENDED, None);
+                    report_failure(&shared, &name, &counters, None);
+                }) as ExitSink
+            };
+            let handle = thread::spawn("enc", &slot.name, Some(panicked), move |heartbeat| {
+                stream_thread(
+                    &shared, index, &name, &config, encoder, rx, &counters, heartbeat,
+                );
+            })
+            .map_err(|e| Error::io("spawn encoder thread", &self.shared.dir, e))?;
+            self.threads.push((index, slot.name.clone(), handle));
         }
         self.started = true;
         Ok(())
@@ -442,42 +497,69 @@ impl ChunkedWriter {
         }
         self.stopped = true;
         self.shared.stopping.store(true, Ordering::Release);
-        let deadline = Instant::now() + STREAM_JOIN_DEADLINE;
-        for (index, (name, handle, done)) in self.threads.drain(..).enumerate() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if done.recv_timeout(left).is_ok() {
-                if handle.join().is_err() {
-                    tracing::error!(stream = %name, "encoder thread panicked");
+        let deadlines = self.options.stop_deadlines;
+        let mut left_running = Vec::new();
+        let deadline = Instant::now() + deadlines.encoders;
+        for (index, name, handle) in self.threads.drain(..) {
+            let thread = handle.name().to_owned();
+            match handle.join_until(deadline) {
+                // A panic took the stream out of the barrier and was reported by then.
+                Joined::Done(()) | Joined::Panicked(_) => {}
+                Joined::TimedOut => {
+                    // A hung encoder must not hang the recorder: finish the chunks
+                    // without it. Its open part stays on disk for recovery.
+                    tracing::error!(stream = %name, "encoder thread did not stop in time; finishing without it");
+                    self.shared.advance(index, barrier::ENDED, None);
+                    left_running.push(thread);
                 }
-            } else {
-                // A hung encoder must not hang the recorder: finish without it; its part
-                // stays on disk for recovery.
-                tracing::error!(stream = %name, "encoder thread did not stop in time; finishing without it");
-                self.shared.advance(index, u64::MAX, None);
             }
         }
         // Every chunk has been dispatched; closing the job queue ends the finalizer.
         lock(&self.shared.jobs).take();
         let mut finalize = FinalizeReport::default();
-        if let Some((handle, done)) = self.finalizer.take() {
-            if done.recv_timeout(FINALIZER_JOIN_DEADLINE).is_ok() {
-                match handle.join() {
-                    Ok(report) => finalize = report,
-                    Err(_) => finalize.errors.push("finalizer thread panicked".into()),
-                }
-            } else {
-                finalize
+        if let Some(handle) = self.finalizer.take() {
+            match handle.join_within(deadlines.finalizer) {
+                Joined::Done(report) => finalize = report,
+                Joined::Panicked(message) => finalize
                     .errors
-                    .push("finalizer did not finish in time".into());
+                    .push(format!("finalizer thread panicked: {message}")),
+                Joined::TimedOut => {
+                    finalize
+                        .errors
+                        .push("finalizer did not finish in time".into());
+                    left_running.push("finalize".into());
+                }
             }
         }
-        self.shared.syncer.shutdown();
+        for handle in lock(&self.shared.callbacks).drain(..) {
+            let thread = handle.name().to_owned();
+            if handle.join_within(deadlines.encoders) == Joined::TimedOut {
+                left_running.push(thread);
+            }
+        }
+        if !self.shared.syncer.shutdown(deadlines.syncer) {
+            left_running.push("part-sync".into());
+        }
         Ok(WriterReport {
             origin: self.origin(),
             streams: self.stats(),
             finalize,
             chunks_rotated: self.shared.generation(),
+            left_running,
         })
+    }
+
+    /// Each running thread's name and heartbeat, for a watchdog.
+    pub fn heartbeats(&self) -> Vec<(String, Heartbeat)> {
+        self.threads
+            .iter()
+            .map(|(_, _, h)| (h.name().to_owned(), h.heartbeat()))
+            .chain(
+                self.finalizer
+                    .iter()
+                    .map(|h| (h.name().to_owned(), h.heartbeat())),
+            )
+            .collect()
     }
 
     /// Current per-stream counters.
@@ -496,7 +578,9 @@ impl Drop for ChunkedWriter {
                 tracing::error!(error = %e, "stopping the writer on drop failed");
             }
         } else if !self.started {
-            self.shared.syncer.shutdown();
+            self.shared
+                .syncer
+                .shutdown(self.options.stop_deadlines.syncer);
         }
     }
 }
@@ -506,32 +590,39 @@ impl Drop for ChunkedWriter {
 /// Each opens on a thread named like the stream's encoder thread, which the codec's own
 /// worker threads inherit.
 fn open_encoders(configs: &[(String, StreamConfig)], dir: &Path) -> Vec<Result<StreamEncoder>> {
-    std::thread::scope(|scope| {
-        let opening: Vec<_> = configs
-            .iter()
-            .map(|(name, config)| {
-                std::thread::Builder::new()
-                    .name(format!("enc-{name}"))
-                    .spawn_scoped(scope, move || StreamEncoder::new(config))
-            })
-            .collect();
-        opening
-            .into_iter()
-            .zip(configs)
-            .map(|(spawned, (name, _))| match spawned {
-                Ok(handle) => handle.join().unwrap_or_else(|_| {
-                    Err(Error::InvalidConfig(format!(
-                        "opening the encoder of {name} panicked"
-                    )))
-                }),
-                Err(e) => Err(Error::io("spawn a thread to open an encoder", dir, e)),
-            })
-            .collect()
-    })
+    let opening: Vec<_> = configs
+        .iter()
+        .map(|(name, config)| {
+            let config = config.clone();
+            thread::spawn("enc", name, None, move |_| StreamEncoder::new(&config))
+        })
+        .collect();
+    let deadline = Instant::now() + OPEN_ENCODER_DEADLINE;
+    opening
+        .into_iter()
+        .zip(configs)
+        .map(|(spawned, (name, _))| match spawned {
+            Ok(handle) => match handle.join_until(deadline) {
+                Joined::Done(opened) => opened,
+                Joined::Panicked(message) => Err(Error::InvalidConfig(format!(
+                    "opening the encoder of {name} panicked: {message}"
+                ))),
+                Joined::TimedOut => Err(Error::InvalidConfig(format!(
+                    "opening the encoder of {name} took more than {OPEN_ENCODER_DEADLINE:?}"
+                ))),
+            },
+            Err(e) => Err(Error::io("spawn a thread to open an encoder", dir, e)),
+        })
+        .collect()
 }
 
-/// Body of an encoder thread: never dies silently; a failure is logged, counted, the
-/// part so far is kept, and `on_error` is told from its own thread.
+/// How long opening the encoders may take (a V4L2 M2M device that does not answer).
+const OPEN_ENCODER_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Body of an encoder thread: never dies silently. A failure or a panic is logged and
+/// counted, the part so far goes to its chunk, the stream leaves the barrier, and
+/// `on_error` is told once, from its own thread.
+#[allow(clippy::too_many_arguments)]
 fn stream_thread(
     shared: &Shared,
     index: usize,
@@ -540,43 +631,79 @@ fn stream_thread(
     encoder: Option<StreamEncoder>,
     rx: Receiver<Frame>,
     counters: &Counters,
+    heartbeat: &Heartbeat,
 ) {
     let mut track = Track::new(shared, index, name, config, encoder);
-    let result = stream_loop(&mut track, &rx, counters);
-    if let Err(e) = track.finish(result.is_ok()) {
-        tracing::error!(stream = name, error = %e, "closing the last part failed");
-        // The barrier must not wait for this stream whatever failed.
-        shared.advance(index, u64::MAX, None);
-    }
+    // The thread handle would catch a panic too, but only here is the track still at
+    // hand, whose part must go to its chunk rather than be orphaned.
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        stream_loop(&mut track, &rx, counters, heartbeat)
+    }));
+    let result = match result {
+        Ok(result) => {
+            if let Err(e) = track.finish(result.is_ok()) {
+                tracing::error!(stream = name, error = %e, "closing the last part failed");
+                // The barrier must not wait for this stream whatever failed.
+                shared.advance(index, barrier::ENDED, None);
+            }
+            result.map_err(|e| e.to_string())
+        }
+        Err(panic) => {
+            let message = thread::panic_message(panic);
+            tracing::error!(stream = name, panic = %message, "encoder thread panicked");
+            // A panic unwinds Rust code only, so libav's state is whole between two of
+            // its calls: the encoder can still be flushed and the part finished. Only if
+            // that panics too is the part handed over as it is (readable up to its last
+            // complete cluster; the chunk's merge salvages it).
+            let finished = catch_unwind(AssertUnwindSafe(|| track.finish(false)));
+            if !matches!(finished, Ok(Ok(()))) {
+                track.abandon();
+            }
+            Err(format!("panicked: {message}"))
+        }
+    };
     if let Err(e) = result {
-        counters.failed.store(true, Ordering::Relaxed);
         tracing::error!(stream = name, error = %e, "encoder thread failed");
-        // Account for what was queued behind the failure, and close the queue so that
-        // later pushes are refused (and counted) before anyone is told.
+        report_failure(shared, name, counters, Some(rx));
+    }
+}
+
+/// Stream `name` failed: count what was queued behind the failure, close its queue so
+/// later pushes are refused (and counted) before anyone is told, and run `on_error` on
+/// its own thread. Only the first report of a stream counts.
+fn report_failure(shared: &Shared, name: &str, counters: &Counters, rx: Option<Receiver<Frame>>) {
+    if counters.failed.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    if let Some(rx) = rx {
         let orphaned = rx.try_iter().count() as u64;
         counters
             .dropped_failed
             .fetch_add(orphaned, Ordering::Relaxed);
-        drop(rx);
-        if let Some(callback) = shared.on_error.clone() {
-            let stream = name.to_owned();
-            let spawned = std::thread::Builder::new()
-                .name(format!("on-error-{name}"))
-                .spawn(move || callback(&stream));
-            if let Err(e) = spawned {
-                tracing::error!(error = %e, "could not run on_error");
-            }
-        }
+    }
+    let Some(callback) = shared.on_error.clone() else {
+        return;
+    };
+    let stream = name.to_owned();
+    match thread::spawn("on-error", name, None, move |_| callback(&stream)) {
+        Ok(handle) => lock(&shared.callbacks).push(handle),
+        Err(e) => tracing::error!(error = %e, "could not run on_error"),
     }
 }
 
-fn stream_loop(track: &mut Track, rx: &Receiver<Frame>, counters: &Counters) -> Result<()> {
+fn stream_loop(
+    track: &mut Track,
+    rx: &Receiver<Frame>,
+    counters: &Counters,
+    heartbeat: &Heartbeat,
+) -> Result<()> {
     let shared = track.shared;
     let mut last_timestamp_us: Option<i64> = None;
     let mut last_frame_at: Option<Instant> = None;
     // Once stopping, only the frames queued at that moment are still taken.
     let mut left_at_stop: Option<usize> = None;
     loop {
+        heartbeat.beat();
         // Only a silent stream (nothing queued, nothing received for the grace period)
         // is closed without reaching the boundary: one that is merely behind (a backlog,
         // a slow or deep encoder) will get there and must not lose its frames.
@@ -620,6 +747,7 @@ fn stream_loop(track: &mut Track, rx: &Receiver<Frame>, counters: &Counters) -> 
             continue;
         };
         track.encode(chunk, media_us, &frame.data)?;
-        counters.encoded.fetch_add(1, Ordering::Relaxed);
+        let encoded = counters.encoded.fetch_add(1, Ordering::Relaxed) + 1;
+        shared.faults.after_frame(track.name, encoded);
     }
 }

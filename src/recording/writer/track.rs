@@ -4,9 +4,10 @@
 
 use ffmpeg_next as ffmpeg;
 
+use super::barrier::ENDED;
 use super::Shared;
 use crate::recording::encoder::StreamEncoder;
-use crate::recording::error::Result;
+use crate::recording::error::{Error, Result};
 use crate::recording::media::{TAG_CHUNK_START_US, TAG_ORIGIN_UNIX_US};
 use crate::recording::part::{ClosedPart, PartWriter};
 use crate::recording::spool;
@@ -159,12 +160,34 @@ impl<'a> Track<'a> {
     /// Close the open part (if any) and tell the barrier that this stream has finished
     /// every chunk before `next`.
     fn close_part(&mut self, next: u64) -> Result<()> {
-        let closed = match self.part.take() {
-            Some(part) => part.writer.close()?.map(|closed| (part.index, closed)),
-            None => None,
+        let Some(part) = self.part.take() else {
+            self.pass(next, None);
+            return Ok(());
         };
-        self.pass(next, closed);
-        Ok(())
+        let (closed, result) = if self.shared.faults.fails_close(self.name) {
+            (
+                part.writer.abandon(),
+                Err(injected_close_failure(self.name)),
+            )
+        } else {
+            part.writer.close()
+        };
+        // A part whose close failed still holds its clusters: it goes to its chunk,
+        // whose merge salvages it, and is never left out of every chunk.
+        self.pass(next, closed.map(|closed| (part.index, closed)));
+        result
+    }
+
+    /// After a panic: drop the encoder unflushed and hand the open part over as it is
+    /// (no trailer; the muxer may have been mid-call), leaving the barrier.
+    pub fn abandon(&mut self) {
+        self.encoder = None;
+        self.fed_chunk = None;
+        let closed = self
+            .part
+            .take()
+            .and_then(|part| part.writer.abandon().map(|closed| (part.index, closed)));
+        self.pass(ENDED, closed);
     }
 
     /// Tell the barrier that this stream has finished every chunk before `next`,
@@ -211,7 +234,15 @@ impl<'a> Track<'a> {
     /// End of the stream: flush the encoder and close the last part.
     pub fn finish(&mut self, healthy: bool) -> Result<()> {
         let drained = self.drain_encoder(healthy);
-        self.close_part(u64::MAX)?;
+        self.close_part(ENDED)?;
         drained
+    }
+}
+
+fn injected_close_failure(stream: &str) -> Error {
+    Error::Io {
+        op: "finish (injected fault)",
+        path: format!("the part of {stream}").into(),
+        cause: std::io::Error::from_raw_os_error(nix::libc::EIO),
     }
 }
