@@ -171,18 +171,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Verify { file } => {
             let summary = probe::inspect(&file, true, None).context("verify")?;
-            let manifest_ok = manifest::read_manifest(&manifest::manifest_path(&file))
-                .ok()
-                .is_some_and(|m| {
-                    let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
-                    m.file.size_bytes == size
-                        && probe::sha256_file(&file).is_ok_and(|sha| sha == m.file.sha256)
-                });
-            let ok = summary.decode_errors() == 0 && manifest_ok && !summary.truncated;
+            let manifest_problems = manifest::manifest_problems(&file, &summary);
+            let mut why = manifest_problems.clone();
+            if summary.decode_errors() > 0 {
+                why.push(format!("{} frames do not decode", summary.decode_errors()));
+            }
+            if summary.truncated {
+                why.push("the file is cut short".to_owned());
+            }
+            let ok = why.is_empty();
             let report = serde_json::json!({
                 "ok": ok,
+                "why": why,
                 "decode_errors": summary.decode_errors(),
-                "manifest_ok": manifest_ok,
+                "manifest_ok": manifest_problems.is_empty(),
                 "truncated": summary.truncated,
                 "origin_unix_us": summary.origin_unix_us,
                 "streams": summary.tracks.iter().map(|t| serde_json::json!({

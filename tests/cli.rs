@@ -531,11 +531,18 @@ fn record_prints_the_final_path_and_a_true_manifest() {
     let bytes = fs::read(&mkv).unwrap();
     assert_eq!(m["file"]["name"], format!("{id}.mkv"));
     assert_eq!(m["file"]["size_bytes"].as_u64(), Some(bytes.len() as u64));
-    let sha: String = Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
+    // The checksum: SHA-256 of each 1 MiB block.
+    assert_eq!(m["file"]["sha256_block_bytes"], 1_048_576);
+    let blocks: Vec<String> = bytes
+        .chunks(1 << 20)
+        .map(|block| {
+            Sha256::digest(block)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        })
         .collect();
-    assert_eq!(m["file"]["sha256"].as_str(), Some(sha.as_str()));
+    assert_eq!(m["file"]["sha256_blocks"], serde_json::json!(blocks));
     eprintln!(
         "manifest checked: {} bytes, {d} s, ffprobe {}",
         bytes.len(),

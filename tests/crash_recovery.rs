@@ -1328,3 +1328,61 @@ fn recover_short_of_file_descriptors_deletes_no_unread_part() {
         "no limit made recover fail: no fault injected"
     );
 }
+
+/// Issue 12 item 7: a part overwritten at 30, 50 or 70 % with bytes no encoder wrote is
+/// salvaged only as far as it decodes without concealment: the recovered file decodes
+/// with zero errors even with error detection on.
+///
+/// Regression test: failed on 377863d (salvage kept frames the decoder concealed).
+#[test]
+fn recover_salvages_no_concealed_frame() {
+    for fraction in [0.3, 0.5, 0.7] {
+        let rig = Rig::new();
+        let k = crash(&rig, "damaged", Duration::from_millis(2850));
+        let part = names_in(&k.dir)
+            .into_iter()
+            .find(|n| n.ends_with(".rgb.mkv.part"))
+            .map(|n| k.dir.join(n))
+            .expect("an rgb part in progress");
+        let probe = std::process::Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-show_entries",
+                "packet=size,pos",
+                "-of",
+                "csv=p=0",
+            ])
+            .arg(&part)
+            .output()
+            .expect("ffprobe");
+        let packets: Vec<(u64, u64)> = String::from_utf8_lossy(&probe.stdout)
+            .lines()
+            .filter_map(|l| {
+                let (size, pos) = l.trim_end_matches(',').split_once(',')?;
+                Some((pos.parse().ok()?, size.parse().ok()?))
+            })
+            .collect();
+        let mut bytes = fs::read(&part).unwrap();
+        let target = (bytes.len() as f64 * fraction) as u64;
+        let (pos, size) = packets
+            .iter()
+            .copied()
+            .filter(|&(_, size)| size >= 40)
+            .min_by_key(|&(pos, _)| pos.abs_diff(target))
+            .expect("an rgb packet");
+        let start = (pos + size / 3) as usize;
+        for (i, b) in bytes[start..start + (size / 3) as usize]
+            .iter_mut()
+            .enumerate()
+        {
+            *b = (i as u8).wrapping_mul(151).wrapping_add(17);
+        }
+        fs::write(&part, &bytes).unwrap();
+
+        let r = rig.recover();
+        assert_eq!(r.code, 0, "{fraction}: {}", r.stderr);
+        let v = verify(&rig.mkv_of(&k.dir));
+        assert_eq!(v["decode_errors"], 0, "{fraction}: {v}");
+    }
+}

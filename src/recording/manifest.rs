@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::durable;
 use super::error::{Error, Result};
-use super::probe::{inspect, sha256_file};
+use super::merge::{FileFacts, TrackFacts};
+use super::probe::{block_sha256_file, inspect, FileSummary, CHECKSUM_BLOCK_BYTES};
 use super::stream_config::StreamConfig;
 use super::writer::StreamStats;
 
@@ -83,20 +84,29 @@ pub struct ManifestStream {
 pub struct ManifestFile {
     pub name: String,
     pub size_bytes: u64,
-    pub sha256: String,
+    /// The file's checksum: SHA-256 of each block of this many bytes, in order (the last
+    /// block shorter). `split -b 1048576 --filter=sha256sum FILE` prints the same.
+    pub sha256_block_bytes: u64,
+    pub sha256_blocks: Vec<String>,
 }
 
-/// Read the final file back and write its manifest durably beside it.
+/// Write the manifest of the final file `mkv` durably beside it. `known` is what its
+/// writer knows of it (packets, block checksums), so that nothing is read again at stop;
+/// without it (or when it is not about this very file) the file is read back.
 pub fn write_manifest(
     mkv: &Path,
     session: Option<&Session>,
     recording_id: &str,
     recovered: bool,
+    known: Option<&FileFacts>,
 ) -> Result<Manifest> {
-    let summary = inspect(mkv, false, None)?;
     let size_bytes = std::fs::metadata(mkv)
         .map_err(|e| Error::io("stat", mkv, e))?
         .len();
+    let summary = match known.filter(|f| f.size_bytes == size_bytes) {
+        Some(facts) => facts.clone(),
+        None => read_facts(mkv)?,
+    };
     let origin_unix_us = summary.origin_unix_us.unwrap_or(0);
     let duration_us = summary
         .tracks
@@ -136,7 +146,8 @@ pub fn write_manifest(
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
             size_bytes,
-            sha256: sha256_file(mkv)?,
+            sha256_block_bytes: CHECKSUM_BLOCK_BYTES,
+            sha256_blocks: summary.block_sha256,
         },
         recovered,
         software_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -149,6 +160,28 @@ pub fn write_manifest(
     Ok(manifest)
 }
 
+/// Read a finished file back into what its writer would have known of it.
+pub fn read_facts(mkv: &Path) -> Result<FileFacts> {
+    let summary = inspect(mkv, false, None)?;
+    Ok(FileFacts {
+        size_bytes: std::fs::metadata(mkv)
+            .map_err(|e| Error::io("stat", mkv, e))?
+            .len(),
+        block_sha256: block_sha256_file(mkv)?,
+        origin_unix_us: summary.origin_unix_us,
+        tracks: summary
+            .tracks
+            .into_iter()
+            .map(|t| TrackFacts {
+                name: t.name,
+                kind: t.kind,
+                packets: t.packets,
+                last_pts_us: t.last_pts_us,
+            })
+            .collect(),
+    })
+}
+
 /// Read a manifest.
 pub fn read_manifest(path: &Path) -> Result<Manifest> {
     let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
@@ -156,4 +189,68 @@ pub fn read_manifest(path: &Path) -> Result<Manifest> {
         path: path.to_owned(),
         reason: e.to_string(),
     })
+}
+
+/// Why the manifest beside `mkv` does not describe it (nothing when it does): missing,
+/// unreadable, size, checksum block by block, or per-stream frame counts against the
+/// file as read back (`summary`).
+pub fn manifest_problems(mkv: &Path, summary: &FileSummary) -> Vec<String> {
+    let path = manifest_path(mkv);
+    if !path.exists() {
+        return vec![format!("manifest missing: {}", path.display())];
+    }
+    let manifest = match read_manifest(&path) {
+        Ok(manifest) => manifest,
+        Err(e) => return vec![format!("manifest unreadable: {e}")],
+    };
+    let mut problems = Vec::new();
+    let size = std::fs::metadata(mkv).map(|m| m.len()).unwrap_or(0);
+    if size != manifest.file.size_bytes {
+        problems.push(format!(
+            "size differs: the file has {size} bytes, the manifest says {}",
+            manifest.file.size_bytes
+        ));
+    }
+    match block_sha256_file(mkv) {
+        Ok(blocks) if manifest.file.sha256_block_bytes == CHECKSUM_BLOCK_BYTES => {
+            let changed: Vec<String> = blocks
+                .iter()
+                .zip(&manifest.file.sha256_blocks)
+                .enumerate()
+                .filter(|(_, (a, b))| a != b)
+                .map(|(k, _)| k.to_string())
+                .collect();
+            if !changed.is_empty() || blocks.len() != manifest.file.sha256_blocks.len() {
+                problems.push(format!(
+                    "sha256 mismatch: {} of {} blocks of {CHECKSUM_BLOCK_BYTES} bytes differ (blocks {})",
+                    changed.len(),
+                    manifest.file.sha256_blocks.len(),
+                    changed.join(",")
+                ));
+            }
+        }
+        Ok(_) => problems.push(format!(
+            "sha256 mismatch: the manifest's blocks are {} bytes, grabd checks {CHECKSUM_BLOCK_BYTES}",
+            manifest.file.sha256_block_bytes
+        )),
+        Err(e) => problems.push(format!("checksum not computed: {e}")),
+    }
+    for stream in &manifest.streams {
+        let in_file = summary.track(&stream.name).map_or(0, |t| t.packets);
+        if in_file != stream.frames_written {
+            problems.push(format!(
+                "frames in file != frames in manifest: {} has {in_file}, the manifest says {}",
+                stream.name, stream.frames_written
+            ));
+        }
+    }
+    for track in &summary.tracks {
+        if !manifest.streams.iter().any(|s| s.name == track.name) {
+            problems.push(format!(
+                "frames in file != frames in manifest: {} is not in the manifest",
+                track.name
+            ));
+        }
+    }
+    problems
 }

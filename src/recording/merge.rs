@@ -16,9 +16,9 @@ use super::durable;
 use super::error::{Error, Result};
 use super::media::{
     create_mkv, int_tag, is_damage, open_for_copy, read_packet, rescale, stream_name,
-    write_mkv_header, MuxerSettings, MICROS, TAG_CHUNK_START_US, TAG_PARTS,
+    write_mkv_header, MuxerSettings, MICROS, TAG_CHUNK_START_US, TAG_ORIGIN_UNIX_US, TAG_PARTS,
 };
-use super::probe::DecodeCheck;
+use super::probe::{medium_name, BlockHasher, DecodeCheck};
 use super::spool::SpoolFile;
 
 /// How to treat inputs that end early.
@@ -34,6 +34,28 @@ pub enum ReadMode {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MergeSummary {
     pub packets: Vec<(String, u64)>,
+    /// For a concatenated file: everything its manifest states, known from writing it.
+    pub file: Option<FileFacts>,
+}
+
+/// What the writer of a final file knows about it, so that its manifest needs no
+/// second pass over it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FileFacts {
+    pub size_bytes: u64,
+    /// SHA-256 of each [`CHECKSUM_BLOCK_BYTES`](super::probe::CHECKSUM_BLOCK_BYTES) block.
+    pub block_sha256: Vec<String>,
+    pub origin_unix_us: Option<i64>,
+    pub tracks: Vec<TrackFacts>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrackFacts {
+    pub name: String,
+    pub kind: String,
+    pub packets: u64,
+    /// The latest PTS written, µs on the recording's timeline.
+    pub last_pts_us: Option<i64>,
 }
 
 struct InputTrack {
@@ -230,6 +252,7 @@ pub fn merge_stream_files(
                     (name, n)
                 })
                 .collect(),
+            file: None,
         })
     })();
     if result.is_err() {
@@ -321,9 +344,13 @@ pub struct ConcatWriter {
     octx: Option<format::context::Output>,
     /// Stream name (the GRABD_STREAM tag) → (output index, output time base).
     tracks: HashMap<String, (usize, Rational)>,
-    counts: Vec<(String, u64)>,
+    /// Per track, in output order: what the manifest will state.
+    facts: Vec<TrackFacts>,
+    origin_unix_us: Option<i64>,
     /// Per track, the decode timestamps written so far.
     dts: Vec<DtsTrack>,
+    /// Hashes the file's blocks as they are appended (see [`BlockHasher`]).
+    hasher: BlockHasher,
 }
 
 impl ConcatWriter {
@@ -340,8 +367,11 @@ impl ConcatWriter {
         let mut octx = create_mkv(&tmp)?;
         // The recording's tags (origin...) come from its chunks, minus the chunk's start.
         let mut tags = Dictionary::new();
+        let mut origin_unix_us = None;
         if let Some(first) = templates.first() {
-            for (k, v) in open_for_copy(first)?.metadata().iter() {
+            let input = open_for_copy(first)?;
+            origin_unix_us = int_tag(&input, TAG_ORIGIN_UNIX_US);
+            for (k, v) in input.metadata().iter() {
                 if k != TAG_CHUNK_START_US && k != TAG_PARTS && k.starts_with("GRABD_") {
                     tags.set(k, v);
                 }
@@ -352,6 +382,7 @@ impl ConcatWriter {
         }
         octx.set_metadata(tags);
         let mut names: Vec<String> = Vec::new();
+        let mut facts = Vec::new();
         for template in templates {
             let input = open_for_copy(template)?;
             for stream in input.streams() {
@@ -359,6 +390,11 @@ impl ConcatWriter {
                     .ok_or_else(|| bad_file(template, "a track has no grabd stream tag"))?;
                 if !names.contains(&name) {
                     add_copy_stream(&mut octx, &stream)?;
+                    facts.push(TrackFacts {
+                        name: name.clone(),
+                        kind: medium_name(stream.parameters().medium()).to_owned(),
+                        ..Default::default()
+                    });
                     names.push(name);
                 }
             }
@@ -370,6 +406,8 @@ impl ConcatWriter {
             });
         }
         write_mkv_header(&mut octx, &tmp, settings.written_whole())?;
+        // The trailer rewrites the header (sizes, duration, seek index), nothing after it.
+        let header_bytes = output_position(&mut octx);
         let tracks = octx
             .streams()
             .zip(&names)
@@ -380,8 +418,10 @@ impl ConcatWriter {
             tmp,
             octx: Some(octx),
             tracks,
-            counts: names.iter().map(|n| (n.clone(), 0)).collect(),
+            facts,
+            origin_unix_us,
             dts: vec![DtsTrack::default(); names.len()],
+            hasher: BlockHasher::new(header_bytes),
         })
     }
 
@@ -425,9 +465,14 @@ impl ConcatWriter {
             packet
                 .write(octx)
                 .map_err(|e| Error::media(format!("write {}", self.tmp.display()), e))?;
-            self.counts[out_index].1 += 1;
+            let track = &mut self.facts[out_index];
+            track.packets += 1;
+            if let Some(pts) = pts.map(|p| rescale(p, out_tb, MICROS)) {
+                track.last_pts_us = Some(track.last_pts_us.map_or(pts, |l| l.max(pts)));
+            }
         }
-        Ok(())
+        // What was just written is in the page cache: hash it now, not at stop.
+        self.hasher.catch_up(&self.tmp)
     }
 
     /// fsync what has been appended so far, so that finishing has only the last chunk
@@ -446,15 +491,46 @@ impl ConcatWriter {
             octx.write_trailer()
                 .map_err(|e| Error::media(format!("finish {}", self.tmp.display()), e))?;
             drop(octx);
-            durable::persist(&self.tmp, &self.dest)
+            let hasher = std::mem::take(&mut self.hasher);
+            let block_sha256 = hasher.finish(&self.tmp)?;
+            let size_bytes = std::fs::metadata(&self.tmp)
+                .map_err(|e| Error::io("stat", &self.tmp, e))?
+                .len();
+            durable::persist(&self.tmp, &self.dest)?;
+            Ok(FileFacts {
+                size_bytes,
+                block_sha256,
+                origin_unix_us: self.origin_unix_us,
+                tracks: std::mem::take(&mut self.facts),
+            })
         })();
         if result.is_err() {
             let _ = std::fs::remove_file(&self.tmp);
         }
-        result.map(|()| MergeSummary {
-            packets: std::mem::take(&mut self.counts),
+        result.map(|facts| MergeSummary {
+            packets: facts
+                .tracks
+                .iter()
+                .map(|t| (t.name.clone(), t.packets))
+                .collect(),
+            file: Some(facts),
         })
     }
+}
+
+/// The byte position of an output's writer (how much it has written, buffered or not).
+fn output_position(octx: &mut format::context::Output) -> u64 {
+    // SAFETY: the context is open for writing, so `pb` is a valid AVIOContext;
+    // seeking by 0 from the current position only reports it.
+    let pos = unsafe {
+        let pb = (*octx.as_mut_ptr()).pb;
+        if pb.is_null() {
+            return u64::MAX;
+        }
+        ffmpeg::ffi::avio_seek(pb, 0, nix::libc::SEEK_CUR)
+    };
+    // Unknown: treat the whole file as rewritten (hashed at finish).
+    u64::try_from(pos).unwrap_or(u64::MAX)
 }
 
 impl Drop for ConcatWriter {

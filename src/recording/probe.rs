@@ -63,12 +63,7 @@ pub fn inspect(
     let mut time_bases = Vec::new();
     for stream in input.streams() {
         let params = stream.parameters();
-        let kind = match params.medium() {
-            media::Type::Video => "video",
-            media::Type::Subtitle => "subtitle",
-            media::Type::Audio => "audio",
-            _ => "other",
-        };
+        let kind = medium_name(params.medium());
         summary.tracks.push(TrackSummary {
             // grabd's stream tag; the title for files grabd did not write.
             name: stream_name(&stream)
@@ -120,6 +115,7 @@ pub fn inspect(
             track.decode_errors += errors;
         }
     }
+    summary.truncated |= matroska_cut_short(path)?;
     for (decoder, track) in decoders.iter_mut().zip(summary.tracks.iter_mut()) {
         if let Some(decoder) = decoder.as_mut() {
             let (frames, errors) = decoder.feed(None);
@@ -128,6 +124,69 @@ pub fn inspect(
         }
     }
     Ok(summary)
+}
+
+/// Whether a Matroska file is shorter than its Segment says (a file cut short, e.g. in
+/// half, reads back "cleanly" up to the cut). A Segment of unknown size (a live part)
+/// says nothing.
+pub fn matroska_cut_short(path: &Path) -> Result<bool> {
+    const EBML_ID: u64 = 0x1A45_DFA3;
+    const SEGMENT_ID: u64 = 0x1853_8067;
+    let mut head = [0u8; 64];
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat", path, e))?
+        .len();
+    let n = file
+        .read(&mut head)
+        .map_err(|e| Error::io("read", path, e))?;
+    let head = &head[..n];
+    let mut pos = 0;
+    let element = |pos: &mut usize| -> Option<(u64, Option<u64>)> {
+        let (id, _) = read_vint(head, pos, true)?;
+        let (size, unknown) = read_vint(head, pos, false)?;
+        Some((id, (!unknown).then_some(size)))
+    };
+    let Some((EBML_ID, Some(ebml_size))) = element(&mut pos) else {
+        return Ok(false);
+    };
+    pos += usize::try_from(ebml_size).unwrap_or(usize::MAX / 2);
+    match element(&mut pos) {
+        Some((SEGMENT_ID, Some(size))) => Ok((pos as u64).saturating_add(size) > len),
+        _ => Ok(false),
+    }
+}
+
+/// An EBML variable-length integer at `pos` (advanced past it): its value (with the
+/// length marker for ids) and whether it is the reserved "unknown" value.
+fn read_vint(bytes: &[u8], pos: &mut usize, keep_marker: bool) -> Option<(u64, bool)> {
+    let first = *bytes.get(*pos)?;
+    let len = first.leading_zeros() as usize + 1;
+    if len > 8 {
+        return None;
+    }
+    let mut value = if keep_marker {
+        u64::from(first)
+    } else {
+        u64::from(first) & (0xFF >> len)
+    };
+    for i in 1..len {
+        value = (value << 8) | u64::from(*bytes.get(*pos + i)?);
+    }
+    *pos += len;
+    let unknown = !keep_marker && value == (1u64 << (7 * len)) - 1;
+    Some((value, unknown))
+}
+
+/// The kind of a track as grabd names it.
+pub fn medium_name(medium: media::Type) -> &'static str {
+    match medium {
+        media::Type::Video => "video",
+        media::Type::Subtitle => "subtitle",
+        media::Type::Audio => "audio",
+        _ => "other",
+    }
 }
 
 /// Decodes one video track packet by packet, to count frames and find damage.
@@ -146,8 +205,19 @@ impl DecodeCheck {
         if params.medium() != media::Type::Video {
             return Ok(None);
         }
-        let context = ffmpeg::codec::context::Context::from_parameters(params)
+        let mut context = ffmpeg::codec::context::Context::from_parameters(params)
             .map_err(|e| Error::media("decoder parameters", e))?;
+        // Decoders conceal damage and still return frames: make them report it instead
+        // (checksums such as FFV1's slice CRCs, bitstream and buffer checks, and an
+        // error rather than concealment).
+        // SAFETY: the context is allocated and not opened yet; err_recognition is a
+        // plain int field read when the decoder opens.
+        unsafe {
+            (*context.as_mut_ptr()).err_recognition = ffmpeg::ffi::AV_EF_CRCCHECK
+                | ffmpeg::ffi::AV_EF_BITSTREAM
+                | ffmpeg::ffi::AV_EF_BUFFER
+                | ffmpeg::ffi::AV_EF_EXPLODE;
+        }
         let decoder = context
             .decoder()
             .video()
@@ -172,7 +242,9 @@ impl DecodeCheck {
             match self.decoder.receive_frame(&mut self.frame) {
                 Ok(()) => {
                     frames += 1;
-                    if self.frame.is_corrupt() {
+                    // SAFETY: a frame just received holds valid fields.
+                    let concealed = unsafe { (*self.frame.as_ptr()).decode_error_flags } != 0;
+                    if self.frame.is_corrupt() || concealed {
                         errors += 1;
                     }
                 }
@@ -206,9 +278,87 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hex(&hasher.finalize()))
+}
+
+/// The block size of a file's checksum: SHA-256 of every 1 MiB block (the last one
+/// shorter), so that the final file can be hashed while it grows and only the blocks
+/// its trailer rewrites are read again at stop. By hand:
+/// `split -b 1048576 --filter=sha256sum FILE.mkv` prints the same hashes in order.
+pub const CHECKSUM_BLOCK_BYTES: u64 = 1 << 20;
+
+/// SHA-256 of each [`CHECKSUM_BLOCK_BYTES`] block of a file as it grows. Blocks are
+/// hashed once complete, except those overlapping the first `rewritten_below` bytes
+/// (the Matroska header, which the trailer rewrites): [`finish`](BlockHasher::finish)
+/// hashes those and the tail.
+#[derive(Debug, Default)]
+pub struct BlockHasher {
+    rewritten_below: u64,
+    blocks: std::collections::BTreeMap<u64, String>,
+    next: u64,
+}
+
+impl BlockHasher {
+    pub fn new(rewritten_below: u64) -> Self {
+        BlockHasher {
+            rewritten_below,
+            ..Default::default()
+        }
+    }
+
+    /// Hash the blocks of `path` that are complete now and will not change.
+    pub fn catch_up(&mut self, path: &Path) -> Result<()> {
+        let file = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("stat", path, e))?
+            .len();
+        while (self.next + 1) * CHECKSUM_BLOCK_BYTES <= len {
+            let start = self.next * CHECKSUM_BLOCK_BYTES;
+            if start >= self.rewritten_below {
+                self.blocks.insert(
+                    self.next,
+                    hash_range(&file, path, start, CHECKSUM_BLOCK_BYTES)?,
+                );
+            }
+            self.next += 1;
+        }
+        Ok(())
+    }
+
+    /// The hashes of every block of the finished file `path`.
+    pub fn finish(mut self, path: &Path) -> Result<Vec<String>> {
+        let file = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io("stat", path, e))?
+            .len();
+        let count = len.div_ceil(CHECKSUM_BLOCK_BYTES);
+        (0..count)
+            .map(|k| match self.blocks.remove(&k) {
+                Some(hash) => Ok(hash),
+                None => {
+                    let start = k * CHECKSUM_BLOCK_BYTES;
+                    hash_range(&file, path, start, CHECKSUM_BLOCK_BYTES.min(len - start))
+                }
+            })
+            .collect()
+    }
+}
+
+/// The block hashes of a whole file (what [`BlockHasher`] gives for it).
+pub fn block_sha256_file(path: &Path) -> Result<Vec<String>> {
+    BlockHasher::new(u64::MAX).finish(path)
+}
+
+fn hash_range(file: &std::fs::File, path: &Path, start: u64, len: u64) -> Result<String> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
+    file.read_exact_at(&mut buf, start)
+        .map_err(|e| Error::io("read", path, e))?;
+    Ok(hex(&Sha256::digest(&buf)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -22,7 +22,9 @@ use super::durable;
 use super::error::Result;
 use super::manifest::{read_manifest, write_manifest, Manifest, Session};
 use super::media::MuxerSettings;
-use super::merge::{merge_recording_chunks, merge_stream_files, parts_in_chunk, ReadMode};
+use super::merge::{
+    merge_recording_chunks, merge_stream_files, parts_in_chunk, FileFacts, ReadMode,
+};
 use super::spool::{
     self, list_dir, manifest_path, RecordingLock, SpoolFile, SpoolLock, SESSION_FILE,
 };
@@ -97,7 +99,7 @@ pub fn recover_spool(spool: &Path, output: &Path, muxer: MuxerSettings) -> Resul
         tracing::warn!(spool = %spool.display(), entries = ?names, "left entries grabd did not make in the spool");
     }
     for (dir, _lock) in claimed {
-        match finish_recording_dir(&dir, output, true, muxer) {
+        match finish_recording_dir(&dir, output, true, muxer, None) {
             Ok(Some(finished)) => {
                 tracing::info!(mkv = %finished.mkv.display(), "recovered recording");
                 report.recovered.push(finished);
@@ -149,12 +151,17 @@ fn part_stream_rank(part: &Path, order: &[String]) -> usize {
 
 /// Run the procedure in the module docs on one recording folder. `Ok(None)` when it
 /// held no frame (then nothing is left: no file, no manifest, no folder).
+///
+/// `known` is what the recorder knows of a final file it finished (see
+/// [`write_manifest`]); recovery passes `None`.
 pub fn finish_recording_dir(
     dir: &Path,
     output: &Path,
     recovered: bool,
     muxer: MuxerSettings,
+    known: Option<&FileFacts>,
 ) -> Result<Option<Finished>> {
+    let mut known = known.cloned();
     let id = spool::recording_id_of(dir)?;
     let session = Session::read(dir).ok();
     if session.is_none() && dir.join(SESSION_FILE).exists() {
@@ -213,10 +220,13 @@ pub fn finish_recording_dir(
     }
     if had_parts || !mkv.exists() {
         let tags = vec![(super::media::TAG_RECORDING_ID.to_owned(), id.clone())];
-        if merge_recording_chunks(dir, &mkv, &tags, muxer, ReadMode::Salvage)?.is_none() {
-            tracing::info!(dir = %dir.display(), "recording holds no frame; removing it");
-            spool::remove_recording_dir(dir)?;
-            return Ok(None);
+        match merge_recording_chunks(dir, &mkv, &tags, muxer, ReadMode::Salvage)? {
+            Some(summary) => known = summary.file,
+            None => {
+                tracing::info!(dir = %dir.display(), "recording holds no frame; removing it");
+                spool::remove_recording_dir(dir)?;
+                return Ok(None);
+            }
         }
     } else if let Some(manifest) = read_manifest(&manifest_file)
         .ok()
@@ -226,7 +236,7 @@ pub fn finish_recording_dir(
         spool::remove_recording_dir(dir)?;
         return Ok(Some(Finished { mkv, manifest }));
     }
-    let manifest = write_manifest(&mkv, session.as_ref(), &id, recovered)?;
+    let manifest = write_manifest(&mkv, session.as_ref(), &id, recovered, known.as_ref())?;
     spool::remove_recording_dir(dir)?;
     Ok(Some(Finished { mkv, manifest }))
 }

@@ -138,7 +138,12 @@ impl Recording {
         let finished = {
             // Removing the folder happens under the spool lock (see SpoolLock).
             let _spool = SpoolLock::acquire(&self.spool, false)?;
-            finish_recording_dir(&self.dir, &self.output, false, Default::default())?
+            let known = report
+                .finalize
+                .final_output
+                .as_ref()
+                .and_then(|(_, summary)| summary.file.as_ref());
+            finish_recording_dir(&self.dir, &self.output, false, Default::default(), known)?
         };
         Ok(Stopped {
             finished,
