@@ -79,7 +79,7 @@ pub fn create_recording_dir(spool: &Path, output: &Path) -> Result<(String, Path
         match std::fs::create_dir(&dir) {
             Ok(()) => {
                 durable::sync_dir(spool)?;
-                durable::write_file(&dir.join(MARKER_FILE), MARKER_TEXT)?;
+                write_marker(&dir)?;
                 return Ok((id, dir));
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -90,6 +90,19 @@ pub fn create_recording_dir(spool: &Path, output: &Path) -> Result<(String, Path
         "no free recording id under {}",
         spool.display()
     )))
+}
+
+/// Create the marker in a new recording folder. Its existence is what counts, not its
+/// text, so it is created in place (no temporary name a power cut could leave behind
+/// instead of it), then synced with its folder.
+fn write_marker(dir: &Path) -> Result<()> {
+    use std::io::Write;
+    let path = dir.join(MARKER_FILE);
+    let mut file = File::create(&path).map_err(|e| Error::io("create", &path, e))?;
+    file.write_all(MARKER_TEXT)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io("write", &path, e))?;
+    durable::sync_dir(dir)
 }
 
 /// Whether `dir` is a recording folder grabd created: a recording id holding the marker.
