@@ -84,7 +84,7 @@ fn stop_during_rotation_keeps_every_accepted_frame() {
     }
 }
 
-/// A frame of the wrong size kills the rgb encoder thread: `on_error` fires exactly once
+/// A codec error kills the rgb encoder thread: `on_error` fires exactly once
 /// with "rgb", rgb's queue refuses from then on, depth and imu keep recording through
 /// later chunks, stop is clean, and the final file holds depth and imu in full and every
 /// rgb frame accepted before the bad one. (x264 with `tune=zerolatency` holds no frame
@@ -118,6 +118,10 @@ fn encoder_failure_scenario(rgb: VideoStreamConfig) {
         specs,
         WriterOptions {
             on_error: Some(on_error),
+            faults: InjectedFaults {
+                fail_encoder: Some(("rgb".into(), 60)),
+                ..InjectedFaults::default()
+            },
             ..options(2000)
         },
     );
@@ -125,11 +129,8 @@ fn encoder_failure_scenario(rgb: VideoStreamConfig) {
     for i in 0..60 {
         rig.push_all(&ALL, i);
     }
-    // Frame 60 of rgb has one byte too few: its encoder thread fails on it.
-    let size = rgb_config().input_frame_size().unwrap();
-    let bad = Frame::new(T0 + 60 * FRAME_US, vec![0u8; size - 1]);
-    push_blocking(rig.sender("rgb"), bad);
-    rig.push_all(&["depth", "imu"], 60);
+    // Encoding rgb's frame 60 fails (a codec error): its encoder thread fails on it.
+    rig.push_all(&ALL, 60);
     assert!(
         wait_until(Duration::from_secs(10), || !calls
             .lock()
@@ -451,6 +452,17 @@ fn frames_held_by_the_encoder_of_a_silent_stream_stay_in_their_chunk() {
     rig.assert_final_decodes(&[("rgb", 75)]);
 }
 
+/// The names of the files in `dir` that end in `suffix`, sorted.
+fn files_ending(dir: &std::path::Path, suffix: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(suffix))
+        .collect();
+    names.sort();
+    names
+}
+
 /// `on_error` that records every call, and the list it records into.
 fn recording_on_error() -> (ErrorCallback, Arc<Mutex<Vec<String>>>) {
     let calls: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -563,37 +575,31 @@ fn a_panicking_finalizer_is_reported_once_and_leaves_the_parts() {
         report.finalize.errors
     );
     assert!(report.left_running.is_empty(), "{:?}", report.left_running);
-    let mut parts: Vec<String> = std::fs::read_dir(&rig.spool)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".mkv.part"))
-        .collect();
-    parts.sort();
+    let parts = files_ending(&rig.spool, ".mkv.part");
     // 60 frames of 40 ms in 1 s chunks: chunks 0, 1 and 2, three streams each.
     assert_eq!(parts.len(), 9, "parts on disk: {parts:?}");
 }
 
-/// rgb's encoder hangs for 5 s at its 30th frame, past a 1 s stop deadline: stop returns
-/// at the deadline, not after the hang, reports the thread as still running (so the
-/// spool folder is left to recovery), and the other streams' chunks were still merged.
-#[test]
-fn a_hung_encoder_is_left_running_at_the_stop_deadline_and_reported() {
+/// Start a writer with `deadlines` and `faults` (a 5 s stall somewhere), push `frames`
+/// frames and stop: stop returns at its 1 s deadline, not after the stall, and reports
+/// `thread` as still running. The rig comes back with the stalled thread still going.
+fn stop_past_a_stall(
+    name: &str,
+    deadlines: StopDeadlines,
+    faults: InjectedFaults,
+    frames: u64,
+    thread: &str,
+) -> Rig {
     let mut rig = Rig::start(
-        "hung",
+        name,
         standard_specs(),
         WriterOptions {
-            stop_deadlines: StopDeadlines {
-                encoders: Duration::from_secs(1),
-                ..StopDeadlines::default()
-            },
-            faults: InjectedFaults {
-                hang_encoder: Some(("rgb".into(), 30, Duration::from_secs(5))),
-                ..InjectedFaults::default()
-            },
+            stop_deadlines: deadlines,
+            faults,
             ..options(1000)
         },
     );
-    for i in 0..40 {
+    for i in 0..frames {
         rig.push_all(&ALL, i);
     }
     let began = Instant::now();
@@ -601,16 +607,32 @@ fn a_hung_encoder_is_left_running_at_the_stop_deadline_and_reported() {
     let took = began.elapsed();
     assert!(
         took < Duration::from_secs(4),
-        "stop waited for the hang: {took:?}"
+        "stop waited for the stall: {took:?}"
     );
-    assert_eq!(report.left_running, ["enc-rgb"]);
-    // The hung stream's part of chunk 0 is still open in its thread: no chunk holds it,
-    // and it is not deleted.
-    let rgb_parts: Vec<String> = std::fs::read_dir(&rig.spool)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".rgb.mkv.part"))
-        .collect();
+    assert_eq!(report.left_running, [thread]);
+    rig
+}
+
+/// rgb's encoder hangs for 5 s at its 30th frame, past a 1 s stop deadline: stop returns
+/// at the deadline and reports the thread as still running (so the spool folder is left
+/// to recovery), and the hung stream's open part is not deleted.
+#[test]
+fn a_hung_encoder_is_left_running_at_the_stop_deadline_and_reported() {
+    let rig = stop_past_a_stall(
+        "hung",
+        StopDeadlines {
+            encoders: Duration::from_secs(1),
+            ..StopDeadlines::default()
+        },
+        InjectedFaults {
+            hang_encoder: Some(("rgb".into(), 30, Duration::from_secs(5))),
+            ..InjectedFaults::default()
+        },
+        40,
+        "enc-rgb",
+    );
+    // Its part of chunk 0 is still open in its thread: no chunk holds it.
+    let rgb_parts = files_ending(&rig.spool, ".rgb.mkv.part");
     assert!(!rgb_parts.is_empty(), "rgb's open part is gone");
     std::thread::sleep(Duration::from_secs(5)); // let the hung thread end before the tmp dir goes
 }
@@ -619,32 +641,19 @@ fn a_hung_encoder_is_left_running_at_the_stop_deadline_and_reported() {
 /// time and reports the syncer as still running.
 #[test]
 fn a_stalled_fsync_cannot_hang_stop() {
-    let mut rig = Rig::start(
+    let _rig = stop_past_a_stall(
         "stall",
-        standard_specs(),
-        WriterOptions {
-            stop_deadlines: StopDeadlines {
-                syncer: Duration::from_secs(1),
-                ..StopDeadlines::default()
-            },
-            faults: InjectedFaults {
-                stall_sync: Some(Duration::from_secs(5)),
-                ..InjectedFaults::default()
-            },
-            ..options(1000)
+        StopDeadlines {
+            syncer: Duration::from_secs(1),
+            ..StopDeadlines::default()
         },
+        InjectedFaults {
+            stall_sync: Some(Duration::from_secs(5)),
+            ..InjectedFaults::default()
+        },
+        10,
+        "part-sync",
     );
-    for i in 0..10 {
-        rig.push_all(&ALL, i);
-    }
-    let began = Instant::now();
-    let report = rig.stop();
-    let took = began.elapsed();
-    assert!(
-        took < Duration::from_secs(4),
-        "stop waited for the fsync: {took:?}"
-    );
-    assert_eq!(report.left_running, ["part-sync"]);
     std::thread::sleep(Duration::from_secs(5));
 }
 
@@ -685,11 +694,7 @@ fn a_part_whose_close_failed_still_goes_to_its_chunk() {
         in_chunk.contains(&"rgb"),
         "chunk 0 holds no rgb: {in_chunk:?}"
     );
-    let parts: Vec<String> = std::fs::read_dir(&rig.spool)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".mkv.part"))
-        .collect();
+    let parts = files_ending(&rig.spool, ".mkv.part");
     assert!(
         parts.is_empty(),
         "parts left outside every chunk: {parts:?}"
@@ -763,4 +768,72 @@ fn a_finalizer_that_overruns_stop_leaves_the_spool_to_recovery() {
     assert_eq!(report.busy, vec![dir], "{report:?}");
     assert!(report.recovered.is_empty(), "{report:?}");
     std::thread::sleep(Duration::from_secs(4)); // let the finalizer end before the tmp dir goes
+}
+
+/// A video frame of the wrong size and an empty data record are single bad frames, not
+/// broken streams: each is dropped and counted (`dropped_invalid`, in the stats and the
+/// manifest), `on_error` never fires, and both streams go on to the end of the file.
+#[test]
+fn a_wrong_size_frame_and_an_empty_record_are_dropped_and_counted() {
+    let (on_error, calls) = recording_on_error();
+    let tmp = tempfile::tempdir().unwrap();
+    let (spool, output) = (tmp.path().join("spool"), tmp.path().join("out"));
+    let streams = vec![
+        (
+            "rgb".to_owned(),
+            grabd::recording::StreamConfig::Video(rgb_config()),
+        ),
+        (
+            "imu".to_owned(),
+            grabd::recording::StreamConfig::Data(Default::default()),
+        ),
+    ];
+    let recording = Recording::start(
+        &spool,
+        &output,
+        streams,
+        WriterOptions {
+            on_error: Some(on_error),
+            ..options(1000)
+        },
+    )
+    .unwrap();
+    let (rgb, imu) = (
+        recording.sender("rgb").unwrap(),
+        recording.sender("imu").unwrap(),
+    );
+    let size = rgb_config().input_frame_size().unwrap();
+    for i in 0..60u64 {
+        let ts = T0 + i as i64 * FRAME_US;
+        if i == 20 {
+            push_blocking(&rgb, Frame::new(ts, vec![0u8; size - 1]));
+            push_blocking(&imu, Frame::new(ts, Vec::new()));
+        } else {
+            push_blocking(&rgb, video_frame(&rgb_config(), ts, i));
+            push_blocking(&imu, Frame::new(ts, imu_payload(ts, i)));
+        }
+    }
+    let stopped = recording.stop().expect("stop");
+    assert!(
+        calls.lock().unwrap().is_empty(),
+        "on_error: {:?}",
+        calls.lock().unwrap()
+    );
+    for s in &stopped.stats {
+        assert_eq!(s.dropped_invalid, 1, "{}: dropped_invalid", s.name);
+        assert_eq!(s.frames_encoded, 59, "{}: frames encoded", s.name);
+        assert!(!s.failed, "{}: failed", s.name);
+    }
+    let finished = stopped.finished.expect("a final file");
+    for stream in &finished.manifest.streams {
+        assert_eq!(stream.dropped_invalid, Some(1), "{}: manifest", stream.name);
+        assert_eq!(
+            stream.frames_written, 59,
+            "{}: frames in the file",
+            stream.name
+        );
+    }
+    let decoded = inspect(&finished.mkv, true, None).unwrap();
+    assert_eq!(decoded.decode_errors(), 0);
+    assert_eq!(decoded.track("rgb").unwrap().frames_decoded, 59);
 }

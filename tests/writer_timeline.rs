@@ -445,3 +445,39 @@ fn finalizer_yields_the_cpu_to_the_encoders() {
     assert_eq!(nice_of("enc-prio_cam"), Some(0), "encoder nice");
     rig.stop();
 }
+
+/// After a stall a source may deliver frames under 1 ms apart (a camera draining its
+/// buffers, a paced source catching up). Matroska stores whole milliseconds, so the
+/// writer keeps one frame per millisecond and counts the rest as late: every track of
+/// the final file has strictly increasing timestamps, and the file decodes.
+#[test]
+fn a_burst_after_a_stall_keeps_timestamps_strictly_increasing_in_the_file() {
+    let mut rig = Rig::start("burst", rgb_and_imu_specs(rgb_config()), options(1000));
+    // 20 frames 40 ms apart, a 2 s stall, 10 frames 300 µs apart, 10 frames 40 ms apart.
+    let resume = T0 + 20 * FRAME_US + 2_000_000;
+    let mut stamps: Vec<i64> = (0..20).map(|i| T0 + i * FRAME_US).collect();
+    stamps.extend((0..10).map(|j| resume + j * 300));
+    stamps.extend((1..=10).map(|k| resume + 2_700 + k * FRAME_US));
+    for (i, &ts) in stamps.iter().enumerate() {
+        rig.push("rgb", ts, i as u64);
+        rig.push("imu", ts, i as u64);
+    }
+    let report = rig.stop_cleanly();
+    // The burst's milliseconds (rounded as libav does): 0 0 1 1 1 2 2 2 2 3 from the
+    // resume: four of its ten frames stay.
+    for s in &report.streams {
+        assert_eq!(s.dropped_late, 6, "{}: frames dropped as late", s.name);
+        assert_eq!(s.frames_encoded, 34, "{}: frames encoded", s.name);
+    }
+    let tracks = read_tracks(&rig.final_path);
+    for name in ["rgb", "imu"] {
+        let mut pts = track(&tracks, name).pts();
+        assert_eq!(pts.len(), 34, "{name}: packets in the final file");
+        pts.sort_unstable();
+        assert!(
+            pts.windows(2).all(|w| w[1] - w[0] >= 1000),
+            "{name}: two packets within one millisecond: {pts:?}"
+        );
+    }
+    rig.assert_final_decodes(&[("rgb", 34)]);
+}

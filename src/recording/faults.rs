@@ -11,6 +11,8 @@ use std::time::Duration;
 pub struct InjectedFaults {
     /// This stream's encoder thread panics after encoding this many frames.
     pub panic_encoder: Option<(String, u64)>,
+    /// Encoding this stream's frame after this many fails, as a codec error would.
+    pub fail_encoder: Option<(String, u64)>,
     /// This stream's encoder thread stops for this long after encoding this many
     /// frames (a hung encoder).
     pub hang_encoder: Option<(String, u64, Duration)>,
@@ -38,6 +40,13 @@ impl InjectedFaults {
                 std::thread::sleep(*pause);
             }
         }
+    }
+
+    /// Whether encoding `stream`'s next frame, after `encoded` of them, must fail.
+    pub(crate) fn fails_encode(&self, stream: &str, encoded: u64) -> bool {
+        self.fail_encoder
+            .as_ref()
+            .is_some_and(|(name, after)| name == stream && encoded == *after)
     }
 
     pub(crate) fn fails_close(&self, stream: &str) -> bool {

@@ -78,6 +78,9 @@ pub struct ManifestStream {
     pub frames_written: u64,
     /// Frames the writer had to drop (unknown after a power cut).
     pub frames_dropped: Option<u64>,
+    /// Of those, frames that could not be encoded as they were (wrong size, empty).
+    #[serde(default)]
+    pub dropped_invalid: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,6 +132,7 @@ pub fn write_manifest(
                 config: configured.and_then(|c| serde_json::to_value(&c.config).ok()),
                 frames_written: track.packets,
                 frames_dropped: stats.map(StreamStats::frames_dropped),
+                dropped_invalid: stats.map(|s| s.dropped_invalid),
             }
         })
         .collect();

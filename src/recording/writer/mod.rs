@@ -241,6 +241,18 @@ impl Shared {
     }
 }
 
+/// A media time in µs as Matroska stores it: whole milliseconds, rounded as libav
+/// rescales (to nearest, halves away from zero). Chunks start on whole milliseconds, so
+/// this holds for the chunk-relative times in parts too.
+fn container_ms(media_us: i64) -> i64 {
+    let ms = media_us.div_euclid(1000);
+    if media_us.rem_euclid(1000) >= 500 {
+        ms + 1
+    } else {
+        ms
+    }
+}
+
 /// How often an idle encoder thread looks at the barrier and the stop flag.
 const TICK: Duration = Duration::from_millis(20);
 
@@ -698,7 +710,9 @@ fn stream_loop(
     heartbeat: &Heartbeat,
 ) -> Result<()> {
     let shared = track.shared;
-    let mut last_timestamp_us: Option<i64> = None;
+    // The millisecond of the last frame encoded (see `container_ms`).
+    let mut last_ms: Option<i64> = None;
+    let mut warned_invalid = false;
     let mut last_frame_at: Option<Instant> = None;
     // Once stopping, only the frames queued at that moment are still taken.
     let mut left_at_stop: Option<usize> = None;
@@ -731,21 +745,39 @@ fn stream_loop(
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
         };
         last_frame_at = Some(Instant::now());
-        // Timestamps must move forward within a stream; a repeated or older one is late.
-        if last_timestamp_us.is_some_and(|last| frame.timestamp_us <= last) {
-            counters.dropped_late.fetch_add(1, Ordering::Relaxed);
+        if !track.accepts(&frame.data) {
+            counters.dropped_invalid.fetch_add(1, Ordering::Relaxed);
+            if !std::mem::replace(&mut warned_invalid, true) {
+                tracing::warn!(
+                    stream = track.name,
+                    bytes = frame.data.len(),
+                    "dropping a frame that cannot be encoded (wrong size or empty); later ones are counted"
+                );
+            }
             continue;
         }
-        last_timestamp_us = Some(frame.timestamp_us);
         let origin = shared.origin_for(frame.timestamp_us);
         let media_us = frame.timestamp_us - origin.monotonic_us;
-        let chunk = (media_us >= 0)
+        // Timestamps must move forward within a stream as the file stores them: a frame
+        // that would repeat or precede the previous one's millisecond is late.
+        let media_ms = container_ms(media_us);
+        let chunk = (media_us >= 0 && last_ms.map_or(true, |last| media_ms > last))
             .then(|| track.chunk_of(media_us))
             .filter(|&c| c >= track.closed_before);
         let Some(chunk) = chunk else {
             counters.dropped_late.fetch_add(1, Ordering::Relaxed);
             continue;
         };
+        last_ms = Some(media_ms);
+        if shared
+            .faults
+            .fails_encode(track.name, counters.encoded.load(Ordering::Relaxed))
+        {
+            return Err(Error::media(
+                format!("encode a frame of {} (injected fault)", track.name),
+                ffmpeg_next::Error::InvalidData,
+            ));
+        }
         track.encode(chunk, media_us, &frame.data)?;
         let encoded = counters.encoded.fetch_add(1, Ordering::Relaxed) + 1;
         shared.faults.after_frame(track.name, encoded);

@@ -33,6 +33,7 @@ pub(super) struct Counters {
     pub dropped_queue_full: AtomicU64,
     pub dropped_late: AtomicU64,
     pub dropped_failed: AtomicU64,
+    pub dropped_invalid: AtomicU64,
     pub failed: AtomicBool,
 }
 
@@ -44,6 +45,7 @@ impl Counters {
             dropped_queue_full: self.dropped_queue_full.load(Ordering::Relaxed),
             dropped_late: self.dropped_late.load(Ordering::Relaxed),
             dropped_failed: self.dropped_failed.load(Ordering::Relaxed),
+            dropped_invalid: self.dropped_invalid.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
         }
     }
@@ -58,17 +60,23 @@ pub struct StreamStats {
     /// Frames refused because the stream's queue was full or its encoder had failed
     /// (the producer never waits).
     pub dropped_queue_full: u64,
-    /// Frames older than the chunk their stream had already closed.
+    /// Frames older than the chunk their stream had already closed, or not after the
+    /// stream's previous frame at the file's resolution (whole milliseconds: a burst
+    /// after a stall).
     pub dropped_late: u64,
     /// Frames still queued when the stream's encoder failed.
     #[serde(default)]
     pub dropped_failed: u64,
+    /// Frames that cannot be encoded as they are (a video frame of the wrong size, an
+    /// empty data record); the stream goes on.
+    #[serde(default)]
+    pub dropped_invalid: u64,
     pub failed: bool,
 }
 
 impl StreamStats {
     pub fn frames_dropped(&self) -> u64 {
-        self.dropped_queue_full + self.dropped_late + self.dropped_failed
+        self.dropped_queue_full + self.dropped_late + self.dropped_failed + self.dropped_invalid
     }
 }
 

@@ -67,6 +67,16 @@ impl<'a> Track<'a> {
         }
     }
 
+    /// Whether `data` can be encoded as a frame of this stream at all: a video frame of
+    /// the configured size, a data record that is not empty. Anything else is one bad
+    /// frame, not a broken stream.
+    pub fn accepts(&self, data: &[u8]) -> bool {
+        match self.config {
+            StreamConfig::Video(video) => video.input_frame_size().ok() == Some(data.len()),
+            StreamConfig::Data(_) => !data.is_empty(),
+        }
+    }
+
     pub fn chunk_of(&self, media_us: i64) -> u64 {
         u64::try_from(media_us / self.shared.chunk_length_us).unwrap_or(0)
     }
