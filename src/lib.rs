@@ -2,12 +2,13 @@
 //!
 //! Data flows one way: sources ([`capture`], [`sensors`]) → bounded queues →
 //! per-stream encoders → chunked writer → finalizer → final MKV ([`recording`]).
-//! [`runtime`] runs a session (sources, storage guard, signals); [`config`] turns TOML
+//! [`gpio`] is the button, LEDs and buzzer. [`runtime`] runs a session (sources, storage guard, signals); [`config`] turns TOML
 //! into validated stream sets.
 
 pub mod capture;
 pub mod clock;
 pub mod config;
+pub mod gpio;
 pub mod recording;
 pub mod runtime;
 pub mod sensors;
