@@ -25,15 +25,17 @@
 
 mod mistake;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::capture::SyntheticPattern;
+use crate::gpio::{Bias, LineSpec};
 use crate::recording::{
     DataStreamConfig, MuxerSettings, StreamConfig, VideoStreamConfig, WriterOptions,
 };
+use crate::runtime::state::{Action, GestureConfig};
 
 use mistake::Source;
 pub use mistake::{KeyPath, Mistake};
@@ -65,6 +67,8 @@ pub struct RawConfig {
     pub recording: RawRecording,
     #[serde(default)]
     pub stream: Vec<RawStream>,
+    #[serde(default)]
+    pub device: RawDevice,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -109,6 +113,195 @@ fn default_source() -> String {
     "synthetic".into()
 }
 
+/// `[device]`: what `grabd run` drives and where it keeps recordings.
+///
+/// ```toml
+/// [device]
+/// button = "GPIO24"                 # a line name, or { chip = "gpiochip0", offset = 24 }
+/// button_active_low = true          # pressed = line low (button to ground)
+/// button_bias = "pull-up"           # pull-up | pull-down | disabled | as-is
+/// debounce_ms = 10
+/// green_led = "GPIO17"
+/// red_led = "GPIO23"
+/// buzzer = "GPIO12"                 # an active buzzer on a line, or:
+/// # buzzer_pwm = { chip = 0, channel = 0, hz = 2000, duty = 0.1 }   # a passive one
+/// double_press_s = 0.5
+/// long_press_s = 5.0
+/// press = "toggle"                  # toggle | mark | status | shutdown | none
+/// double_press_idle = "status"
+/// double_press_recording = "mark"
+/// long_press = "shutdown"
+/// shutdown_command = ["systemctl", "poweroff"]
+/// spool = "/data/grabd/spool"
+/// output = "/data/grabd/recordings"
+/// control_socket = "/run/grabd/control"
+/// low_space_mb = 1024               # status beeps "low" below this
+/// ```
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDevice {
+    pub button: Option<LineSpec>,
+    pub button_active_low: Option<bool>,
+    pub button_bias: Option<Bias>,
+    pub debounce_ms: Option<u64>,
+    pub green_led: Option<LineSpec>,
+    pub red_led: Option<LineSpec>,
+    pub leds_active_low: Option<bool>,
+    pub buzzer: Option<LineSpec>,
+    pub buzzer_pwm: Option<PwmSpec>,
+    pub double_press_s: Option<f64>,
+    pub long_press_s: Option<f64>,
+    pub press: Option<Action>,
+    pub double_press_idle: Option<Action>,
+    pub double_press_recording: Option<Action>,
+    pub long_press: Option<Action>,
+    pub shutdown_command: Option<Vec<String>>,
+    pub spool: Option<PathBuf>,
+    pub output: Option<PathBuf>,
+    pub control_socket: Option<PathBuf>,
+    pub low_space_mb: Option<u64>,
+}
+
+/// A passive buzzer's PWM channel (`/sys/class/pwm/pwmchip<chip>/pwm<channel>`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PwmSpec {
+    pub chip: u32,
+    pub channel: u32,
+    #[serde(default = "default_pwm_hz")]
+    pub hz: f64,
+    #[serde(default = "default_pwm_duty")]
+    pub duty: f64,
+}
+
+fn default_pwm_hz() -> f64 {
+    2000.0
+}
+
+fn default_pwm_duty() -> f64 {
+    0.1
+}
+
+/// The validated `[device]` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceConfig {
+    pub button: Option<LineSpec>,
+    pub button_active_low: bool,
+    pub button_bias: Bias,
+    pub debounce: Duration,
+    pub green_led: Option<LineSpec>,
+    pub red_led: Option<LineSpec>,
+    pub leds_active_low: bool,
+    pub buzzer: Option<LineSpec>,
+    pub buzzer_pwm: Option<PwmSpec>,
+    pub gestures: GestureConfig,
+    pub shutdown_command: Vec<String>,
+    pub spool: PathBuf,
+    pub output: PathBuf,
+    pub control_socket: PathBuf,
+    pub low_space_bytes: u64,
+}
+
+/// Where `grabd run` and `grabd ctl` find the control socket unless configured.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/grabd/control";
+
+impl RawDevice {
+    fn validate(self) -> Result<DeviceConfig, Mistake> {
+        let device = KeyPath::top("device");
+        let invalid = |key: &str, m: String| Mistake::at(device.key(key), m);
+        let seconds_us = |key: &str, v: f64, lo: f64, hi: f64| {
+            if (lo..=hi).contains(&v) {
+                Ok((v * 1e6).round() as i64)
+            } else {
+                Err(invalid(key, format!("must be {lo}..{hi} s, got {v}")))
+            }
+        };
+        let defaults = GestureConfig::default();
+        let double_press_us = match self.double_press_s {
+            Some(v) => seconds_us("double_press_s", v, 0.05, 2.0)?,
+            None => defaults.double_press_us,
+        };
+        let long_press_us = match self.long_press_s {
+            Some(v) => seconds_us("long_press_s", v, 1.0, 60.0)?,
+            None => defaults.long_press_us,
+        };
+        if long_press_us <= double_press_us {
+            return Err(invalid(
+                "long_press_s",
+                format!(
+                    "{} s must be longer than double_press_s ({} s)",
+                    long_press_us as f64 / 1e6,
+                    double_press_us as f64 / 1e6
+                ),
+            ));
+        }
+        let debounce_ms = self.debounce_ms.unwrap_or(10);
+        if debounce_ms > 100 {
+            return Err(invalid(
+                "debounce_ms",
+                format!("must be 0..100, got {debounce_ms}"),
+            ));
+        }
+        if self.buzzer.is_some() && self.buzzer_pwm.is_some() {
+            return Err(invalid(
+                "buzzer_pwm",
+                "set buzzer or buzzer_pwm, not both".into(),
+            ));
+        }
+        if let Some(p) = &self.buzzer_pwm {
+            let pwm = device.key("buzzer_pwm");
+            if !(20.0..=20_000.0).contains(&p.hz) {
+                return Err(Mistake::at(
+                    pwm.key("hz"),
+                    format!("must be 20..20000, got {}", p.hz),
+                ));
+            }
+            if !(0.0..=1.0).contains(&p.duty) {
+                return Err(Mistake::at(
+                    pwm.key("duty"),
+                    format!("must be 0..1, got {}", p.duty),
+                ));
+            }
+        }
+        let shutdown_command = self
+            .shutdown_command
+            .unwrap_or_else(|| vec!["systemctl".into(), "poweroff".into()]);
+        if shutdown_command.first().map_or(true, String::is_empty) {
+            return Err(invalid("shutdown_command", "must name a program".into()));
+        }
+        Ok(DeviceConfig {
+            button: self.button,
+            button_active_low: self.button_active_low.unwrap_or(true),
+            button_bias: self.button_bias.unwrap_or_default(),
+            debounce: Duration::from_millis(debounce_ms),
+            green_led: self.green_led,
+            red_led: self.red_led,
+            leds_active_low: self.leds_active_low.unwrap_or(false),
+            buzzer: self.buzzer,
+            buzzer_pwm: self.buzzer_pwm,
+            gestures: GestureConfig {
+                double_press_us,
+                long_press_us,
+                press: self.press.unwrap_or(defaults.press),
+                double_press_idle: self.double_press_idle.unwrap_or(defaults.double_press_idle),
+                double_press_recording: self
+                    .double_press_recording
+                    .unwrap_or(defaults.double_press_recording),
+                long_press: self.long_press.unwrap_or(defaults.long_press),
+            },
+            shutdown_command,
+            spool: self.spool.unwrap_or_else(|| "/data/grabd/spool".into()),
+            output: self
+                .output
+                .unwrap_or_else(|| "/data/grabd/recordings".into()),
+            control_socket: self
+                .control_socket
+                .unwrap_or_else(|| DEFAULT_CONTROL_SOCKET.into()),
+            low_space_bytes: self.low_space_mb.unwrap_or(1024) << 20,
+        })
+    }
+}
+
 /// Where a stream's frames come from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceSpec {
@@ -138,6 +331,7 @@ pub struct Config {
     pub streams: Vec<StreamSpec>,
     pub writer: WriterOptions,
     pub min_free_bytes: u64,
+    pub device: DeviceConfig,
 }
 
 /// The reference device's streams: rgb 1280x800@25 H.264, depth 640x400@25 FFV1
@@ -235,6 +429,7 @@ impl Config {
             ..MuxerSettings::default()
         };
         let min_free_bytes = r.min_free_mb.unwrap_or(32) * 1024 * 1024;
+        let device = raw.device.validate()?;
 
         let first_video = raw
             .stream
@@ -357,6 +552,7 @@ impl Config {
             streams,
             writer,
             min_free_bytes,
+            device,
         })
     }
 
@@ -413,10 +609,44 @@ mod tests {
             ("[[stream]]\nname=\"i\"\nkind=\"data\"\nbatch_with=\"x\"\n", "batch_with"),
             ("[recording]\nchunk_lenght_s = 1\n", "chunk_lenght_s"),
             ("not toml at all [", "config"),
+            ("[device]\nbuton = \"GPIO24\"\n", "buton"),
+            ("[device]\ndouble_press_s = 3\n", "device.double_press_s"),
+            ("[device]\nlong_press_s = 0.4\ndouble_press_s = 0.5\n", "long_press_s"),
+            ("[device]\nlong_press = \"reboot\"\n", "reboot"),
+            ("[device]\nbuzzer = \"GPIO12\"\nbuzzer_pwm = { chip = 0, channel = 0 }\n", "not both"),
+            ("[device]\nbutton = 24\n", "GPIO line"),
+            ("[device]\nshutdown_command = []\n", "shutdown_command"),
         ];
         for (text, needle) in cases {
             let err = Config::from_toml(text, "t.toml").unwrap_err().to_string();
             assert!(err.contains(needle), "{text:?} gave {err:?}");
         }
+    }
+
+    #[test]
+    fn device_section_names_lines_and_gestures() {
+        let c = Config::from_toml(
+            "[device]\nbutton = \"GPIO24\"\ngreen_led = { chip = \"gpiochip1\", offset = 3 }\nbutton_bias = \"pull-down\"\ndouble_press_s = 0.3\nlong_press = \"none\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let d = &c.device;
+        assert_eq!(d.button, Some(LineSpec::Named("GPIO24".into())));
+        assert_eq!(
+            d.green_led,
+            Some(LineSpec::Offset {
+                chip: "gpiochip1".into(),
+                offset: 3
+            })
+        );
+        assert_eq!(d.button_bias, Bias::PullDown);
+        assert!(d.button_active_low);
+        assert_eq!(d.gestures.double_press_us, 300_000);
+        assert_eq!(d.gestures.long_press, Action::None);
+        assert_eq!(d.gestures.double_press_idle, Action::Status);
+        assert_eq!(d.control_socket, PathBuf::from(DEFAULT_CONTROL_SOCKET));
+        let defaults = Config::default_synthetic().unwrap().device;
+        assert_eq!(defaults.button, None);
+        assert_eq!(defaults.gestures, GestureConfig::default());
     }
 }

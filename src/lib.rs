@@ -2,7 +2,8 @@
 //!
 //! Data flows one way: sources ([`capture`], [`sensors`]) → bounded queues →
 //! per-stream encoders → chunked writer → finalizer → final MKV ([`recording`]).
-//! [`gpio`] is the button, LEDs and buzzer. [`runtime`] runs a session (sources, storage guard, signals); [`config`] turns TOML
+//! [`gpio`] is the button, LEDs and buzzer. [`runtime`] runs a session (sources,
+//! storage guard, signals) and the `grabd run` service; [`config`] turns TOML
 //! into validated stream sets.
 
 pub mod capture;

@@ -51,6 +51,19 @@ enum Command {
     },
     /// Read a recording back: decode every packet, check its manifest; print JSON.
     Verify { file: PathBuf },
+    /// The service a recorder boots into: boot recovery, then the button, LEDs and
+    /// buzzer of `[device]`, the control socket, and systemd readiness and watchdog.
+    Run {
+        #[arg(long, default_value = "/etc/grabd/grabd.toml")]
+        config: PathBuf,
+    },
+    /// Talk to a running `grabd run` through its control socket; prints its JSON reply.
+    Ctl {
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(grabd::runtime::control::Request::NAMES))]
+        request: String,
+        #[arg(long, default_value = grabd::config::DEFAULT_CONTROL_SOCKET)]
+        socket: PathBuf,
+    },
 }
 
 /// `println!` that never panics: a closed stdout (`grabd record … | true`) is not an
@@ -90,6 +103,17 @@ fn main() -> ExitCode {
 fn init_logging() {
     use tracing_subscriber::{fmt, EnvFilter};
     let filter = EnvFilter::try_from_env("GRABD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // Under systemd (stderr already goes to the journal: JOURNAL_STREAM) the journal
+    // takes the events with their fields (recording id, stream); elsewhere stderr.
+    if grabd::runtime::systemd::journal_available() && std::env::var_os("JOURNAL_STREAM").is_some()
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        if let Ok(journald) = tracing_journald::layer() {
+            let subscriber = tracing_subscriber::registry().with(filter).with(journald);
+            let _ = tracing::subscriber::set_global_default(subscriber);
+            return;
+        }
+    }
     // Colours only for a person at a terminal, never in logs or the journal.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     fmt()
@@ -168,6 +192,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 Ok(ExitCode::from(2))
             }
+        }
+        Command::Run { config } => {
+            let config = Config::load(&config)?;
+            let stop = Arc::new(AtomicBool::new(false));
+            for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                signal_hook::flag::register(signal, Arc::clone(&stop))
+                    .context("installing signal handlers")?;
+            }
+            let devices = grabd::runtime::service::Devices::open(&config.device);
+            grabd::runtime::service::run(&config, devices, &stop).context("run")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ctl { request, socket } => {
+            let reply = grabd::runtime::control::request(&socket, &request)
+                .with_context(|| format!("control socket {}", socket.display()))?;
+            println!("{reply}");
+            Ok(if reply["ok"] == true {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Verify { file } => {
             let summary = probe::inspect(&file, true, None).context("verify")?;

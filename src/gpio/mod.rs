@@ -37,7 +37,10 @@ pub enum GpioError {
 
 /// A line as the config names it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a GPIO line: a name such as \"GPIO24\", or { chip = \"gpiochip0\", offset = 24 }"
+)]
 pub enum LineSpec {
     /// By line name, e.g. "GPIO24" on a Raspberry Pi (chips get renumbered; names
     /// do not).

@@ -1,10 +1,16 @@
 //! Running a recording session: sources into the recording core, the storage guard,
 //! and when to stop (duration, signal, full card, failed stream); [`state`] is the
-//! service's pure state machine (button gestures, states, effects).
+//! service's pure state machine (button gestures, states, effects); [`service`] is
+//! `grabd run` around it, with [`control`] (the control socket and `grabd ctl`) and
+//! [`systemd`] (readiness, status, watchdog).
 
+pub mod control;
 pub mod process;
 pub mod recorder;
+pub mod service;
 pub mod state;
 pub mod storage;
+pub mod systemd;
+mod tap;
 
 pub use recorder::{record, Outcome, RuntimeError, StopReason};

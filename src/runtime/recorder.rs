@@ -11,9 +11,13 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use super::storage::{self, SpaceGuard, StorageError};
 use crate::capture::{FrameSource, SyntheticVideo};
 use crate::config::{Batching, Config, SourceSpec};
-use crate::recording::{self, Finished, Frame, Recording, StreamSender, StreamStats};
+use crate::recording::{self, Finished, Frame, Recording, StreamStats};
 use crate::sensors::{encode_batch, Imu, ImuSample, SyntheticImu};
 use crate::thread::{self, ExitSink, ThreadExit};
+
+/// Where a source thread hands its frames: a recording's stream, or the service's tap
+/// that feeds whichever recording is running.
+pub type FrameSink = Arc<dyn Fn(Frame) + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -83,7 +87,13 @@ pub fn record(
     }));
     let recording = Recording::start(spool, output, streams, options)?;
     let sources_stop = Arc::new(AtomicBool::new(false));
-    let sources = start_sources(config, &recording, &sources_stop, &failure);
+    let sink_for = |name: &str| -> Option<FrameSink> {
+        let sender = recording.sender(name)?;
+        Some(Arc::new(move |frame| {
+            sender.push(frame);
+        }))
+    };
+    let sources = start_sources(config, &sink_for, &sources_stop, &failure);
 
     let started = Instant::now();
     let mut last_space_check = Instant::now() - Duration::from_secs(1);
@@ -164,11 +174,13 @@ fn warn_about_drops(stats: &[StreamStats]) {
     }
 }
 
-type SourceThread = thread::Handle<()>;
+pub(crate) type SourceThread = thread::Handle<()>;
 
-fn start_sources(
+/// Start one thread per configured source, each pushing into `sink_for(stream)`; a
+/// source that fails sets `failure`.
+pub(crate) fn start_sources(
     config: &Config,
-    recording: &Recording,
+    sink_for: &dyn Fn(&str) -> Option<FrameSink>,
     stop: &Arc<AtomicBool>,
     failure: &Arc<Mutex<Option<String>>>,
 ) -> Vec<SourceThread> {
@@ -186,7 +198,7 @@ fn start_sources(
     }
     let mut threads = Vec::new();
     for spec in &config.streams {
-        let Some(sender) = recording.sender(&spec.name) else {
+        let Some(sender) = sink_for(&spec.name) else {
             continue;
         };
         let name = spec.name.clone();
@@ -257,7 +269,7 @@ fn start_sources(
 
 /// Join the source threads; one that does not stop in time is reported and left (a
 /// source only pushes into a queue, which the writer stops taking from).
-fn join_sources(threads: Vec<SourceThread>) {
+pub(crate) fn join_sources(threads: Vec<SourceThread>) {
     let deadline = Instant::now() + SOURCE_JOIN_DEADLINE;
     for handle in threads {
         let _ = handle.join_until(deadline);
@@ -267,7 +279,7 @@ fn join_sources(threads: Vec<SourceThread>) {
 /// Capture loop of one camera. Never fsyncs, never blocks on the writer.
 fn run_video(
     mut source: Box<dyn FrameSource>,
-    sender: &StreamSender,
+    sender: &FrameSink,
     ticks: &[Sender<i64>],
     stop: &AtomicBool,
 ) -> Result<(), String> {
@@ -276,7 +288,7 @@ fn run_video(
         for tick in ticks {
             let _ = tick.try_send(frame.timestamp_us);
         }
-        sender.push(frame);
+        sender(frame);
     }
     Ok(())
 }
@@ -285,7 +297,7 @@ fn run_video(
 /// with the frame's time, holding the samples up to it) or per `period_us`.
 fn run_imu(
     mut imu: Box<dyn Imu>,
-    sender: &StreamSender,
+    sender: &FrameSink,
     ticks: Option<Receiver<i64>>,
     period_us: i64,
     stop: &AtomicBool,
@@ -298,7 +310,7 @@ fn run_imu(
         let emit = |at: i64, pending: &mut Vec<ImuSample>| {
             let split = pending.partition_point(|s| s.t_us <= at);
             let batch: Vec<ImuSample> = pending.drain(..split).collect();
-            sender.push(Frame::new(at, encode_batch(&batch)));
+            sender(Frame::new(at, encode_batch(&batch)));
         };
         match &ticks {
             Some(rx) => {

@@ -1,0 +1,176 @@
+//! A stream's tap: the service's sources run for the whole process, and each pushes
+//! its frames into a tap, which passes them to the running recording, if any.
+//!
+//! A press is known to be a single press only once its double-press window passed,
+//! but the recording must start (or end) at the press edge: while a press is pending
+//! the tap holds back the frames captured after it, and passes them on (or drops them)
+//! once its meaning is known. Held frames are capped at `hold_cap_us` of media.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Mutex;
+
+use crate::clock::monotonic_us;
+use crate::recording::{Frame, StreamSender};
+
+/// Idle and not holding: frames this recent are kept, so a press whose edge event
+/// arrives a little after the frame that followed it still gets that frame.
+const KEEP_RECENT_US: i64 = 200_000;
+
+pub struct Tap {
+    state: Mutex<TapState>,
+    /// Monotonic µs of the last frame the source pushed (the source is alive).
+    last_frame_us: AtomicI64,
+    /// Monotonic µs of the last frame the recording accepted (its encoder is alive).
+    last_accepted_us: AtomicI64,
+}
+
+struct TapState {
+    ring: VecDeque<Frame>,
+    target: Option<Target>,
+    hold_from_us: Option<i64>,
+    hold_cap_us: i64,
+}
+
+struct Target {
+    sender: StreamSender,
+    start_us: i64,
+    end_us: Option<i64>,
+    first_us: Option<i64>,
+}
+
+impl Tap {
+    pub fn new(hold_cap_us: i64) -> Self {
+        Tap {
+            state: Mutex::new(TapState {
+                ring: VecDeque::new(),
+                target: None,
+                hold_from_us: None,
+                hold_cap_us,
+            }),
+            last_frame_us: AtomicI64::new(monotonic_us()),
+            last_accepted_us: AtomicI64::new(monotonic_us()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TapState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// From a source thread. Never blocks on the recording (the sender drops when its
+    /// queue is full).
+    pub fn push(&self, frame: Frame) {
+        let now = monotonic_us();
+        self.last_frame_us.store(now, Ordering::Relaxed);
+        let mut st = self.lock();
+        st.ring.push_back(frame);
+        if st.flush() {
+            self.last_accepted_us.store(now, Ordering::Relaxed);
+        }
+        st.trim(now);
+    }
+
+    /// Start feeding `sender` with frames from `start_us` on.
+    pub fn attach(&self, sender: StreamSender, start_us: i64) {
+        let mut st = self.lock();
+        st.target = Some(Target {
+            sender,
+            start_us,
+            end_us: None,
+            first_us: None,
+        });
+        self.last_accepted_us
+            .store(monotonic_us(), Ordering::Relaxed);
+        st.flush();
+    }
+
+    /// Pass on the frames up to `end_us`, then stop feeding the recording.
+    pub fn detach(&self, end_us: i64) {
+        let mut st = self.lock();
+        if let Some(target) = &mut st.target {
+            target.end_us = Some(end_us);
+        }
+        st.flush();
+        st.target = None;
+    }
+
+    pub fn set_hold(&self, hold_from_us: Option<i64>) {
+        let mut st = self.lock();
+        if st.hold_from_us != hold_from_us {
+            st.hold_from_us = hold_from_us;
+            if st.flush() {
+                self.last_accepted_us
+                    .store(monotonic_us(), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Time of the first frame passed to the current recording.
+    pub fn first_frame_us(&self) -> Option<i64> {
+        self.lock().target.as_ref().and_then(|t| t.first_us)
+    }
+
+    pub fn last_frame_us(&self) -> i64 {
+        self.last_frame_us.load(Ordering::Relaxed)
+    }
+
+    /// While recording: when the recording last took a frame (a stuck encoder stops
+    /// taking them).
+    pub fn last_accepted_us(&self) -> Option<i64> {
+        let recording = self.lock().target.is_some();
+        recording.then(|| self.last_accepted_us.load(Ordering::Relaxed))
+    }
+}
+
+impl TapState {
+    /// Pass on what may go; `true` when the recording accepted a frame.
+    fn flush(&mut self) -> bool {
+        let Some(target) = &mut self.target else {
+            return false;
+        };
+        let mut accepted = false;
+        while let Some(frame) = self.ring.front() {
+            let t = frame.timestamp_us;
+            if t < target.start_us {
+                self.ring.pop_front();
+                continue;
+            }
+            if target.end_us.is_some_and(|end| t > end)
+                || self.hold_from_us.is_some_and(|hold| t > hold)
+            {
+                break;
+            }
+            let Some(frame) = self.ring.pop_front() else {
+                break;
+            };
+            target.first_us.get_or_insert(t);
+            accepted |= target.sender.push(frame);
+        }
+        accepted
+    }
+
+    fn trim(&mut self, now_us: i64) {
+        let holding = self.target.is_some() || self.hold_from_us.is_some();
+        let Some(newest) = self.ring.back().map(|f| f.timestamp_us) else {
+            return;
+        };
+        let keep_from = if holding {
+            newest - self.hold_cap_us
+        } else {
+            now_us.min(newest) - KEEP_RECENT_US
+        };
+        let keep_from = match self.hold_from_us {
+            // Frames before a pending press are never needed: the press either starts a
+            // recording there or ends one there.
+            Some(hold) if self.target.is_none() => keep_from.max(hold),
+            _ => keep_from,
+        };
+        while self
+            .ring
+            .front()
+            .is_some_and(|f| f.timestamp_us < keep_from)
+        {
+            self.ring.pop_front();
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! `grabd run` in process (issue 14), with a fake button and fake LEDs/buzzer: a press,
+//! about 2 s, a press gives one final file whose length is the press interval; a
+//! double press while recording leaves a mark, not a stop; a double press in idle
+//! leaves no recording; a new recording starts within 1 s of a stop while the last
+//! one still finishes; the control socket answers; SIGTERM (the stop flag) finishes
+//! the current recording before the service returns.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::cli::{read_json, verify, CONFIG};
+use grabd::clock::monotonic_us;
+use grabd::config::Config;
+use grabd::gpio::{ButtonEdge, FakeButton, FakeOutput, FakeOutputLog, Outputs};
+use grabd::runtime::control;
+use grabd::runtime::service::{self, Devices, Exit};
+use serde_json::Value;
+
+struct Running {
+    socket: PathBuf,
+    output: PathBuf,
+    button: crossbeam_channel::Sender<ButtonEdge>,
+    red: FakeOutputLog,
+    buzzer: FakeOutputLog,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Result<Exit, service::ServiceError>>,
+    _dir: tempfile::TempDir,
+}
+
+fn start() -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let text = format!(
+        "{CONFIG}\n[device]\nspool = {:?}\noutput = {:?}\ncontrol_socket = {:?}\n",
+        root.join("spool"),
+        root.join("out"),
+        root.join("run/control")
+    );
+    let config = Config::from_toml(&text, "test.toml").unwrap();
+    let (button, edges) = FakeButton::new();
+    let (green, _) = FakeOutput::new("green");
+    let (red, red_log) = FakeOutput::new("red");
+    let (buzzer, buzzer_log) = FakeOutput::new("buzzer");
+    let devices = Devices {
+        button: Some(Box::new(button)),
+        outputs: Outputs {
+            green: Some(Box::new(green)),
+            red: Some(Box::new(red)),
+            buzzer: Some(Box::new(buzzer)),
+        },
+        health: Vec::new(),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let thread = std::thread::spawn(move || service::run(&config, devices, &flag));
+    let r = Running {
+        socket: root.join("run/control"),
+        output: root.join("out"),
+        button: edges,
+        red: red_log,
+        buzzer: buzzer_log,
+        stop,
+        thread,
+        _dir: dir,
+    };
+    wait_for(&r, "ready", |s| s["state"] == "idle");
+    r
+}
+
+fn status(r: &Running) -> Value {
+    control::request(&r.socket, "status").unwrap_or(Value::Null)
+}
+
+fn wait_for(r: &Running, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = status(r);
+        if ok(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{what}: last status {s}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A press of 80 ms; returns its down edge's time.
+fn press(r: &Running) -> i64 {
+    let down = monotonic_us();
+    r.button
+        .send(ButtonEdge {
+            pressed: true,
+            at_us: down,
+        })
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(80));
+    r.button
+        .send(ButtonEdge {
+            pressed: false,
+            at_us: monotonic_us(),
+        })
+        .unwrap();
+    down
+}
+
+fn finished_files(output: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(output)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.retain(|p| p.extension().is_some_and(|e| e == "mkv"));
+    v.sort();
+    v
+}
+
+fn pulses(log: &FakeOutputLog) -> usize {
+    let log = log.lock().unwrap();
+    log.windows(2).filter(|w| w[0].1 && !w[1].1).count()
+}
+
+#[test]
+fn press_record_press_then_marks_double_press_and_sigterm() {
+    let r = start();
+    let beeps_before = pulses(&r.buzzer);
+
+    // Double press in idle: status beeps, no recording.
+    press(&r);
+    std::thread::sleep(Duration::from_millis(150));
+    press(&r);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(status(&r)["state"], "idle");
+    assert!(finished_files(&r.output).is_empty());
+
+    // Press, 2 s, press: one file as long as the press interval.
+    let t0 = press(&r);
+    wait_for(&r, "recording", |s| s["state"] == "recording");
+    std::thread::sleep(Duration::from_millis(1000));
+    // A double press while recording is a mark.
+    let t_mark = press(&r);
+    std::thread::sleep(Duration::from_millis(150));
+    press(&r);
+    std::thread::sleep(Duration::from_millis(900));
+    assert_eq!(
+        status(&r)["state"],
+        "recording",
+        "a double press stopped it"
+    );
+    let t1 = press(&r);
+    let stopped = wait_for(&r, "stop", |s| s["state"] == "idle");
+    let stop_seen = Instant::now();
+    assert!(stopped["recording"].is_null());
+
+    // The next recording starts within 1 s of the stop, finishing or not.
+    let reply = control::request(&r.socket, "start").unwrap();
+    assert_eq!(reply["ok"], true, "{reply}");
+    let next_start = stop_seen.elapsed();
+    assert!(next_start < Duration::from_secs(1), "{next_start:?}");
+    std::thread::sleep(Duration::from_millis(1200));
+
+    // SIGTERM: the current recording is finished before run returns.
+    r.stop.store(true, Ordering::Release);
+    let exit = r.thread.join().unwrap().unwrap();
+    assert_eq!(exit, Exit::Terminated);
+
+    let files = finished_files(&r.output);
+    assert_eq!(files.len(), 2, "{files:?}");
+    let first = &files[0];
+    verify(first);
+    let manifest = read_json(&first.with_extension("json"));
+    let want = (t1 - t0) as f64 / 1e6;
+    let got = manifest["duration_s"].as_f64().unwrap();
+    // Within one frame (40 ms) plus the frame's own duration.
+    assert!(
+        (got - want).abs() <= 0.081,
+        "recorded {got} s, pressed {want} s apart"
+    );
+    let marks = read_json(&first.with_extension("marks.json"));
+    let mark = marks["marks_s"][0].as_f64().unwrap();
+    let want_mark = (t_mark - t0) as f64 / 1e6;
+    assert!(
+        (mark - want_mark).abs() < 0.001,
+        "{marks}: pressed at {want_mark} s"
+    );
+    verify(&files[1]);
+    // Recording blinks red; beeps: status (1), start (1), mark (1), stop (2), start (1).
+    assert!(pulses(&r.red) >= 1);
+    let beeps = pulses(&r.buzzer) - beeps_before;
+    assert!(beeps >= 6, "{beeps} beeps");
+}
+
+#[test]
+fn run_and_ctl_fail_with_one_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[device]\nlong_press = \"reboot\"\n").unwrap();
+    let missing = dir.path().join("missing.toml");
+    for (config, needle) in [(&missing, "missing.toml"), (&bad, "reboot")] {
+        let r = common::cli::grabd(["run".as_ref(), "--config".as_ref(), config.as_os_str()]);
+        assert_eq!(r.code, 2, "{}", r.stderr);
+        assert!(r.one_line_error().contains(needle), "{}", r.stderr);
+    }
+    let socket = dir.path().join("control");
+    let r = common::cli::grabd([
+        "ctl".as_ref(),
+        "status".as_ref(),
+        "--socket".as_ref(),
+        socket.as_os_str(),
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.one_line_error().contains("control socket"),
+        "{}",
+        r.stderr
+    );
+}
