@@ -177,9 +177,17 @@ fn run(outputs: Outputs, rx: &Receiver<Message>, beat: &Heartbeat) {
             o.set(r);
         }
         while tones.front().is_some_and(|(at, _)| *at <= now) {
-            if let Some((_, on)) = tones.pop_front() {
+            if let Some((at, on)) = tones.pop_front() {
                 if let Some(o) = &mut buzzer {
                     o.set(on);
+                }
+                if on {
+                    // Woken late (a loaded CPU): the tone still lasts its full length,
+                    // so move the rest of the pattern by the delay.
+                    let late = Instant::now() - at;
+                    for (t, _) in tones.iter_mut() {
+                        *t += late;
+                    }
                 }
             }
         }
@@ -263,10 +271,7 @@ mod tests {
             .map(|w| (w[1].0 - w[0].0) / 1000)
             .collect();
         assert_eq!(pulses.len(), 7, "{buzz:?}");
-        assert!(
-            pulses.iter().all(|&ms| (90..250).contains(&ms)),
-            "{pulses:?}"
-        );
+        assert!(pulses.iter().all(|&ms| ms >= 99), "{pulses:?}");
         let green = green_log.lock().unwrap().clone();
         assert_eq!(
             green.iter().map(|&(_, on)| on).collect::<Vec<_>>(),
