@@ -331,6 +331,67 @@ class Rig:
         self.result("smoke", True)
 
 
+    def press_record_press(self):
+        """grabd run on gpio-sim: a press, ~3 s, a press; the final MKV lasts the press
+        interval (within one frame), the LEDs show idle and recording, the buzzer beeps
+        start (1) and stop (2) twice, and ctl start records again within 1 s of a stop."""
+        name = "press-record-press"
+        card = Card(os.path.join(self.work, "press.img"), 128)
+        g = self.boot(name, "pressrecord", {}, [card.drive()], 240)
+        end = g.wait_for(r"^@rig end")
+        g.finish(5)
+        self.note_boot(g)
+        if not end:
+            return self.result(name, False, f"guest did not finish (see {g.logf.name})")
+        problems = []
+        idle = [t for _, t in g.rig_lines("led idle")]
+        if idle != ["green=1 red=0"]:
+            problems.append(f"idle LEDs {idle}")
+        rec = [t for _, t in g.rig_lines("led recording")]
+        if not rec or any("green=0" not in t for t in rec) or \
+                not any("red=1" in t for t in rec) or not any("red=0" in t for t in rec):
+            problems.append(f"recording LEDs (want green off, red blinking) {rec}")
+        presses = [float(t.split()[0]) for _, t in g.rig_lines("press-down")]
+        pulses = g.rig_lines("buzzer-pulses")
+        npulses = int(pulses[0][1]) if pulses else -1
+        if npulses != 6:
+            problems.append(f"{npulses} buzzer pulses, want 6 (start 1 + stop 2, twice)")
+        nxt = g.rig_lines("next-start")
+        next_s = None
+        if nxt:
+            f = nxt[0][1].split(maxsplit=2)
+            next_s = float(f[1]) - float(f[0])
+            if '"ok":true' not in f[2] or next_s > 1.0:
+                problems.append(f"start after a stop took {next_s:.2f} s: {f[2]}")
+        else:
+            problems.append("no next-start line")
+        first = [float(m.group(1)) for _, t in g.rig_lines("log")
+                 for m in [re.search(r"press_to_first_frame_ms=([0-9.]+)", t)] if m]
+        files = [t for _, t in g.rig_lines("run-file")]
+        dur = None
+        if len(files) != 2 or len(presses) != 2:
+            problems.append(f"files {files}, presses {presses}")
+        else:
+            with snapshot_mount(self, card.path) as (mnt, snap):
+                for f in files:
+                    v = self.verify(mnt + f[len("/card"):])
+                    if not v.get("ok"):
+                        problems.append(f"verify {f}: {v}")
+                with open(mnt + files[0][len("/card"):-len(".mkv")] + ".json") as fh:
+                    dur = json.load(fh)["duration_s"]
+            want = presses[1] - presses[0]
+            # One frame (40 ms) for where each end falls between frames, plus the
+            # last frame's own duration.
+            if abs(dur - want) > 0.081:
+                problems.append(f"recorded {dur:.3f} s, pressed {want:.3f} s apart")
+        if first and max(first) > 80:
+            problems.append(f"press to first frame {first} ms (one frame is 40 ms)")
+        self.table.append(("press -> first frame (ms)", " / ".join(f"{x:.1f}" for x in first) or "n/a"))
+        self.table.append(("stop -> next recording running (s)", f"{next_s:.2f}" if next_s is not None else "n/a"))
+        self.table.append(("press interval / recorded (s)",
+                           f"{presses[1] - presses[0]:.3f} / {dur:.3f}" if dur is not None and len(presses) == 2 else "n/a"))
+        self.result(name, not problems, "; ".join(problems))
+
     # -- helpers shared by the scenarios ---------------------------------------
     @staticmethod
     def listing(mnt):
@@ -859,7 +920,7 @@ class Rig:
         only = set(self.a.only.split(",")) if self.a.only else None
         order = [("smoke", self.smoke), ("power-cut", self.power_cut),
                  ("flush-points", self.flush_points), ("disk-full", self.disk_full),
-                 ("io-error", self.io_error)]
+                 ("io-error", self.io_error), ("press-record-press", self.press_record_press)]
         for name, fn in order:
             if only and name not in only:
                 continue
