@@ -59,14 +59,121 @@ pub enum ConfigError {
     },
 }
 
+/// The range a number setting must lie in. Every limit is in [`limits`], so that the
+/// config file and the command line refuse the same values in the same words.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limit {
+    pub min: f64,
+    pub max: f64,
+    pub unit: &'static str,
+}
+
+impl Limit {
+    /// `value` when it lies in the range, else what is wrong with it.
+    pub fn check(&self, value: f64) -> Result<f64, String> {
+        if value.is_finite() && (self.min..=self.max).contains(&value) {
+            Ok(value)
+        } else {
+            Err(format!(
+                "must be {}..{} {}, got {}",
+                show(self.min),
+                show(self.max),
+                self.unit,
+                show(value)
+            ))
+        }
+    }
+
+    /// A number of seconds in the range, as a duration.
+    pub fn seconds(&self, value: f64) -> Result<Duration, String> {
+        // In range, so finite and far below Duration's limit.
+        self.check(value).map(Duration::from_secs_f64)
+    }
+
+    /// A whole-number setting in the range (counts, milliseconds, MiB).
+    pub fn whole(&self, value: u64) -> Result<u64, String> {
+        // u64 → f64 keeps the magnitude, all the range check needs.
+        self.check(value as f64).map(|_| value)
+    }
+}
+
+/// A number as a person would write it: 86400, 0.1, 1e30.
+fn show(v: f64) -> String {
+    if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e16 {
+        format!("{v:.0}")
+    } else if v.is_finite() && (v.abs() >= 1e9 || (v != 0.0 && v.abs() < 1e-4)) {
+        format!("{v:e}")
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Every number limit of the config and the command line.
+pub mod limits {
+    use super::Limit;
+
+    /// A chunk is the unit of rotation and merging (`chunk_length_s`, `--chunk-length`).
+    pub const CHUNK_LENGTH_S: Limit = Limit {
+        min: 0.1,
+        max: 86_400.0,
+        unit: "s",
+    };
+    /// `grabd record --duration` (about 115 days).
+    pub const DURATION_S: Limit = Limit {
+        min: 0.001,
+        max: 1e7,
+        unit: "s",
+    };
+    pub const MAX_ENCODER_QUEUE_SIZE: Limit = Limit {
+        min: 1.0,
+        max: 10_000.0,
+        unit: "frames",
+    };
+    pub const ROTATION_GRACE_S: Limit = Limit {
+        min: 0.01,
+        max: 3600.0,
+        unit: "s",
+    };
+    /// How often grown parts are fsynced: part of what a power cut can take.
+    pub const SYNC_INTERVAL_MS: Limit = Limit {
+        min: 10.0,
+        max: 1000.0,
+        unit: "ms",
+    };
+    /// A cluster lives only in memory until it closes: this bounds what a power cut takes.
+    pub const CLUSTER_TIME_LIMIT_MS: Limit = Limit {
+        min: 10.0,
+        max: 1000.0,
+        unit: "ms",
+    };
+    /// Free-space floor (1 TiB at most).
+    pub const MIN_FREE_MB: Limit = Limit {
+        min: 0.0,
+        max: 1_048_576.0,
+        unit: "MiB",
+    };
+    /// Samples per second of a data stream's source.
+    pub const RATE_HZ: Limit = Limit {
+        min: 0.1,
+        max: 10_000.0,
+        unit: "Hz",
+    };
+    /// Packets per second of a data stream batched by time.
+    pub const BATCH_HZ: Limit = Limit {
+        min: 0.1,
+        max: 1000.0,
+        unit: "Hz",
+    };
+}
+
 /// The file as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     #[serde(default)]
     pub recording: RawRecording,
-    #[serde(default)]
-    pub stream: Vec<RawStream>,
+    /// `None` when the file has no `[[stream]]`: the built-in device.
+    pub stream: Option<Vec<RawStream>>,
     #[serde(default)]
     pub device: RawDevice,
 }
@@ -397,42 +504,62 @@ impl Config {
 
     fn from_raw(raw: RawConfig, source: &Source) -> Result<Self, Mistake> {
         let recording = KeyPath::top("recording");
-        let invalid = |key: &str, m: String| Mistake::at(recording.key(key), m);
+        let setting = |key: &str| recording.key(key);
         let r = &raw.recording;
         let mut writer = WriterOptions::default();
+        fn checked<T>(key: KeyPath, result: Result<T, String>) -> Result<T, Mistake> {
+            result.map_err(|m| Mistake::at(key, m))
+        }
         if let Some(s) = r.chunk_length_s {
-            if !(0.1..=86_400.0).contains(&s) {
-                return Err(invalid(
-                    "chunk_length_s",
-                    format!("chunk_length_s must be 0.1..86400, got {s}"),
-                ));
-            }
-            writer.chunk_length = Duration::from_millis((s * 1000.0).round() as u64);
+            writer.chunk_length = checked(setting("chunk_length_s"), chunk_length(s))?;
         }
         if let Some(n) = r.max_encoder_queue_size {
-            writer.max_encoder_queue_size = n;
+            let n = checked(
+                setting("max_encoder_queue_size"),
+                limits::MAX_ENCODER_QUEUE_SIZE.whole(n as u64),
+            )?;
+            // In range, so it fits.
+            writer.max_encoder_queue_size = n as usize;
         }
         if let Some(s) = r.rotation_grace_s {
-            if !(s.is_finite() && s > 0.0) {
-                return Err(invalid(
-                    "rotation_grace_s",
-                    format!("rotation_grace_s must be positive, got {s}"),
-                ));
-            }
-            writer.rotation_grace = Duration::from_secs_f64(s);
+            writer.rotation_grace = checked(
+                setting("rotation_grace_s"),
+                limits::ROTATION_GRACE_S.seconds(s),
+            )?;
         }
         if let Some(ms) = r.sync_interval_ms {
-            writer.sync_interval = Duration::from_millis(ms.max(10));
+            let ms = checked(
+                setting("sync_interval_ms"),
+                limits::SYNC_INTERVAL_MS.whole(ms),
+            )?;
+            writer.sync_interval = Duration::from_millis(ms);
         }
-        writer.muxer = MuxerSettings {
-            cluster_time_limit_ms: r.cluster_time_limit_ms.unwrap_or(500),
-            ..MuxerSettings::default()
+        let mut muxer = MuxerSettings::default();
+        if let Some(ms) = r.cluster_time_limit_ms {
+            muxer.cluster_time_limit_ms = checked(
+                setting("cluster_time_limit_ms"),
+                limits::CLUSTER_TIME_LIMIT_MS.whole(ms.into()),
+            )? as u32;
+        }
+        writer.muxer = muxer;
+        let min_free_mb = match r.min_free_mb {
+            Some(mb) => checked(setting("min_free_mb"), limits::MIN_FREE_MB.whole(mb))?,
+            None => 32,
         };
-        let min_free_bytes = r.min_free_mb.unwrap_or(32) * 1024 * 1024;
+        // In range: at most 2^40 bytes.
+        let min_free_bytes = min_free_mb << 20;
         let device = raw.device.validate()?;
 
-        let first_video = raw
-            .stream
+        let raw_streams =
+            match raw.stream {
+                None => Vec::new(),
+                Some(streams) if streams.is_empty() => return Err(Mistake::at(
+                    KeyPath::top("stream"),
+                    "an empty list records nothing (leave `stream` out for the built-in device)",
+                )),
+                Some(streams) => streams,
+            };
+        let first_video = raw_streams
             .iter()
             .find(|s| s.kind == "video")
             .map(|s| s.name.clone());
@@ -441,7 +568,7 @@ impl Config {
             .get("stream")
             .and_then(toml_edit::Item::as_array_of_tables);
         let mut streams = Vec::new();
-        for (index, s) in raw.stream.into_iter().enumerate() {
+        for (index, s) in raw_streams.into_iter().enumerate() {
             let at = KeyPath::stream(index, &s.name);
             let err = |m: String| Mistake::at(at.clone(), m);
             let setting = |e| stream_mistake(&at, e);
@@ -485,22 +612,16 @@ impl Config {
                     let data: DataStreamConfig =
                         source.deserialize_table(fields()?, &at, RAW_STREAM_KEYS)?;
                     data.validate().map_err(setting)?;
-                    let rate_hz = s.rate_hz.unwrap_or(100.0);
-                    if !(rate_hz.is_finite() && rate_hz > 0.0 && rate_hz <= 10_000.0) {
-                        return Err(Mistake::at(
-                            at.key("rate_hz"),
-                            format!("rate_hz must be 0..10000, got {rate_hz}"),
-                        ));
-                    }
+                    let rate_hz = limits::RATE_HZ
+                        .check(s.rate_hz.unwrap_or(100.0))
+                        .map_err(|m| Mistake::at(at.key("rate_hz"), m))?;
                     let batching = match (s.batch_hz, s.batch_with.clone().or(first_video.clone()))
                     {
-                        (Some(hz), _) if hz.is_finite() && hz > 0.0 => Batching::Rate(hz),
-                        (Some(hz), _) => {
-                            return Err(Mistake::at(
-                                at.key("batch_hz"),
-                                format!("batch_hz must be positive, got {hz}"),
-                            ))
-                        }
+                        (Some(hz), _) => Batching::Rate(
+                            limits::BATCH_HZ
+                                .check(hz)
+                                .map_err(|m| Mistake::at(at.key("batch_hz"), m))?,
+                        ),
                         (None, Some(video)) => Batching::PerFrameOf(video),
                         (None, None) => Batching::Rate(25.0),
                     };
@@ -563,6 +684,13 @@ impl Config {
             .map(|s| (s.name.clone(), s.config.clone()))
             .collect()
     }
+}
+
+/// A chunk length in seconds, checked against [`limits::CHUNK_LENGTH_S`] and rounded to
+/// the whole milliseconds the writer counts in.
+pub fn chunk_length(seconds: f64) -> Result<Duration, String> {
+    let seconds = limits::CHUNK_LENGTH_S.check(seconds)?;
+    Ok(Duration::from_millis((seconds * 1000.0).round() as u64))
 }
 
 /// A stream config's own error, as a mistake in the stream's table of the file.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use grabd::config::Config;
+use grabd::config::{limits, Config};
 use grabd::recording::{self, manifest, probe};
 
 #[derive(Parser)]
@@ -36,10 +36,10 @@ enum Command {
         #[arg(long)]
         output: PathBuf,
         /// Seconds to record (SIGINT/SIGTERM/SIGHUP stop earlier, cleanly).
-        #[arg(long, value_parser = parse_seconds)]
+        #[arg(long, value_parser = parse_duration)]
         duration: Duration,
         /// Chunk length in seconds (overrides the config).
-        #[arg(long, value_parser = parse_seconds)]
+        #[arg(long, value_parser = parse_chunk_length)]
         chunk_length: Option<Duration>,
     },
     /// Finish every recording cut off in the spool (boot recovery).
@@ -75,20 +75,58 @@ macro_rules! say {
     }};
 }
 
-fn parse_seconds(s: &str) -> Result<Duration, String> {
-    let v: f64 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    if !(v.is_finite() && v > 0.0 && v < 1e7) {
-        return Err(format!("{s} must be a positive number of seconds"));
+/// Seconds as given on the command line; the limits are the config's ([`limits`]).
+fn seconds(s: &str) -> Result<f64, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    limits::DURATION_S.seconds(seconds(s)?)
+}
+
+fn parse_chunk_length(s: &str) -> Result<Duration, String> {
+    grabd::config::chunk_length(seconds(s)?)
+}
+
+/// Print a command-line mistake so that its first line names it (clap lists missing
+/// arguments on the lines after its first), then clap's usage block; help and version
+/// go to stdout with exit 0.
+fn refuse_command_line(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            eprintln!("grabd: no command given");
+            let _ = e.print();
+            return ExitCode::from(2);
+        }
+        _ => {}
     }
-    Ok(Duration::from_secs_f64(v))
+    let text = e.render().to_string();
+    let mut paragraphs = text.trim().splitn(2, "\n\n");
+    let first = paragraphs.next().unwrap_or_default();
+    // "error: the following required arguments were not provided:\n  --spool <SPOOL>"
+    // becomes one line.
+    let first: Vec<&str> = first.lines().map(str::trim).collect();
+    let first = first.join(" ");
+    eprintln!("grabd: {}", first.strip_prefix("error: ").unwrap_or(&first));
+    if let Some(rest) = paragraphs.next() {
+        eprintln!("\n{rest}");
+    }
+    ExitCode::from(2)
 }
 
 fn main() -> ExitCode {
     init_logging();
     grabd::runtime::process::keep_heap_flat();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return refuse_command_line(e),
+    };
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -138,7 +176,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 None => Config::default_synthetic()?,
             };
             if let Some(length) = chunk_length {
-                config.writer.chunk_length = Duration::from_millis(length.as_millis() as u64);
+                config.writer.chunk_length = length;
             }
             let stop = Arc::new(AtomicBool::new(false));
             // SIGHUP too: an SSH session that drops must leave a finished file.
@@ -179,6 +217,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Recover { spool, output } => {
+            match std::fs::metadata(&spool) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    eprintln!(
+                        "grabd: {}: no spool there, nothing to recover",
+                        spool.display()
+                    );
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Ok(m) if !m.is_dir() => {
+                    anyhow::bail!("recover: spool {} is not a folder", spool.display())
+                }
+                _ => {}
+            }
             let report =
                 recording::recover_spool(&spool, &output, Default::default()).context("recover")?;
             for finished in &report.recovered {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::cli::{assert_config_refused, CONFIG};
+use common::cli::{assert_config_refused, grabd, Rig, CONFIG};
 
 /// `FILE:LINE:COL` of the first `needle` in `text` (1-based, as editors count).
 fn position(text: &str, needle: &str) -> String {
@@ -80,4 +80,166 @@ fn toml_mistakes_name_file_line_column_and_key() {
         None,
         &format!("{at}: stream \"rgb\".codec: "),
     );
+}
+
+/// The first line of a refused command line (clap adds its usage block after it).
+fn first_error_line(args: &[&str]) -> String {
+    let r = grabd(args);
+    assert_eq!(r.code, 2, "{args:?}: exit {} ({})", r.code, r.stderr);
+    assert!(r.stdout.trim().is_empty(), "{args:?}: stdout {}", r.stdout);
+    r.stderr.lines().next().unwrap_or_default().to_owned()
+}
+
+/// Issue 13 item 4: messages that say what the limit is, one set of limits for the
+/// command line and the config, and clap's first line naming the problem.
+#[test]
+fn limits_are_named_right_and_shared_by_cli_and_config() {
+    let rig = Rig::new();
+    let (s, o) = (rig.spool.to_str().unwrap(), rig.output.to_str().unwrap());
+    let record = |extra: &[&str]| {
+        let mut args = vec!["record", "--spool", s, "--output", o];
+        args.extend_from_slice(extra);
+        first_error_line(&args)
+    };
+    let line = record(&["--duration", "1e30"]);
+    assert!(
+        line.contains("--duration") && line.contains("1e30"),
+        "{line}"
+    );
+    assert!(!line.contains("positive"), "1e30 is positive: {line}");
+    assert!(line.contains("..10000000 s"), "the limit: {line}");
+
+    // The config's chunk limit, on the command line too (not "spool is full").
+    let line = record(&["--duration", "1", "--chunk-length", "1e6"]);
+    assert!(line.contains("--chunk-length"), "{line}");
+    assert!(line.contains("86400"), "{line}");
+    assert!(!line.contains("full"), "{line}");
+    let cli = record(&["--duration", "1", "--chunk-length", "100000"]);
+    assert!(cli.contains("0.1..86400"), "{cli}");
+    assert_config_refused(
+        Some(b"[recording]\nchunk_length_s = 100000\n"),
+        None,
+        "recording.chunk_length_s: must be 0.1..86400 s, got 100000",
+    );
+    rig.assert_nothing_left();
+
+    // A range that includes the refused value is no explanation.
+    let text = CONFIG.replace("rate_hz = 100", "rate_hz = 0");
+    let rig2 = Rig::with_config(&text);
+    let r = rig2.run_record("1");
+    let line = r.one_line_error();
+    assert!(line.contains("rate_hz") && line.contains("got 0"), "{line}");
+    assert!(!line.contains("0..10000"), "0 is refused: {line}");
+
+    // clap: the first line says what is missing or wrong.
+    let line = first_error_line(&["record"]);
+    assert!(
+        line.contains("--spool") && line.contains("--output"),
+        "{line}"
+    );
+    let line = first_error_line(&["record", "--spool", s, "--output", o]);
+    assert!(line.contains("--duration"), "{line}");
+    let line = first_error_line(&["verify"]);
+    assert!(line.contains("FILE"), "{line}");
+    let line = first_error_line(&[]);
+    assert!(line.contains("command"), "{line}");
+}
+
+/// Issue 13 item 6: inputs that must be refused with one line, never a panic or a
+/// value changed in silence.
+#[test]
+fn doubtful_settings_are_refused_with_one_line() {
+    let recording = |key_value: &str| format!("[recording]\n{key_value}\n");
+    for (text, needle) in [
+        (
+            recording("rotation_grace_s = 1e20"),
+            "recording.rotation_grace_s: must be",
+        ),
+        (
+            recording("sync_interval_ms = 5"),
+            "recording.sync_interval_ms: must be",
+        ),
+        (
+            recording("cluster_time_limit_ms = 100000"),
+            "recording.cluster_time_limit_ms: must be",
+        ),
+        (
+            recording("min_free_mb = 17592186044416"),
+            "recording.min_free_mb: must be",
+        ),
+        (
+            recording("max_encoder_queue_size = 0"),
+            "recording.max_encoder_queue_size: must be",
+        ),
+        ("stream = []\n".to_owned(), "stream: "),
+        (
+            CONFIG.replace(
+                "batch_with = \"rgb\"",
+                "batch_with = \"rgb\"\ncodec = \"dvdsub\"",
+            ),
+            "stream \"imu\".codec: ",
+        ),
+        (
+            CONFIG.replace(
+                "batch_with = \"rgb\"",
+                "batch_with = \"rgb\"\nmetadata = { title = \"rgb\" }",
+            ),
+            "stream \"imu\".metadata: ",
+        ),
+        (
+            CONFIG.replace("batch_with = \"rgb\"", "batch_hz = 0"),
+            "stream \"imu\".batch_hz: must be",
+        ),
+    ] {
+        assert_config_refused(Some(text.as_bytes()), None, needle);
+    }
+}
+
+/// Issue 13 item 5: a refused recording creates nothing, not even the empty folders.
+#[test]
+fn refusals_create_no_folders() {
+    // A config mistake the encoder finds (an odd width for 4:2:0).
+    let text = CONFIG.replace("width = 160", "width = 161");
+    let rig = Rig::with_config(&text);
+    let r = rig.run_record("1");
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(!rig.spool.exists() && !rig.output.exists(), "{}", r.stderr);
+
+    // Storage too small for the reserve: refused before any folder is made.
+    let rig =
+        Rig::with_config(&CONFIG.replace("[recording]", "[recording]\nmin_free_mb = 1000000"));
+    let r = rig.run_record("1");
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.one_line_error().contains("full"), "{}", r.stderr);
+    assert!(
+        !rig.spool.exists() && !rig.output.exists(),
+        "refused for space but made {} or {}",
+        rig.spool.display(),
+        rig.output.display()
+    );
+}
+
+/// Issue 13 item 7: `recover` on a spool that does not exist has nothing to do (one line,
+/// exit 0); a regular file is no spool (exit 2).
+#[test]
+fn recover_on_a_missing_or_wrong_spool() {
+    let rig = Rig::new();
+    let (s, o) = (rig.spool.to_str().unwrap(), rig.output.to_str().unwrap());
+    let r = grabd(["recover", "--spool", s, "--output", o]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.trim().is_empty(), "{}", r.stdout);
+    let line = r.one_line_error();
+    assert!(
+        line.contains("nothing to recover") && line.contains(s),
+        "{line}"
+    );
+    rig.assert_nothing_left();
+    assert!(!rig.output.exists(), "recover made {o}");
+
+    std::fs::write(&rig.spool, b"not a folder").unwrap();
+    let r = grabd(["recover", "--spool", s, "--output", o]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let line = r.one_line_error();
+    assert!(line.contains(s) && line.contains("not a folder"), "{line}");
+    assert!(!rig.output.exists(), "recover made {o}");
 }

@@ -99,6 +99,7 @@ impl VideoStreamConfig {
     /// Check everything that can be checked without a frame.
     pub fn validate(&self) -> Result<()> {
         ensure_init();
+        validate_metadata(&self.metadata)?;
         let bad =
             |field: &'static str, message: String| Err(Error::InvalidSetting { field, message });
         if self.width == 0 || self.height == 0 {
@@ -170,6 +171,7 @@ impl DataStreamConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
+        validate_metadata(&self.metadata)?;
         self.codec_id()
             .map(|_| ())
             .map_err(|e| e.for_field("codec"))
@@ -178,6 +180,14 @@ impl DataStreamConfig {
     /// The libavcodec id of the subtitle codec named in the config.
     pub fn codec_id(&self) -> Result<codec::Id> {
         ensure_init();
+        if !DATA_CODECS.contains(&self.codec.as_str()) {
+            return Err(Error::InvalidConfig(format!(
+                "{:?} cannot hold a data stream: it needs a codec whose packets are stored \
+                 byte for byte ({})",
+                self.codec,
+                DATA_CODECS.join(", ")
+            )));
+        }
         let codec = encoder::find_by_name(&self.codec)
             .or_else(|| ffmpeg_next::decoder::find_by_name(&self.codec))
             .ok_or_else(|| {
@@ -190,6 +200,23 @@ impl DataStreamConfig {
             )));
         }
         Ok(codec.id())
+    }
+}
+
+/// Subtitle codecs whose packets Matroska stores byte for byte, which a data stream's
+/// records need. Others (bitmap subtitles such as `dvdsub`) would make the track claim
+/// to be something it is not.
+const DATA_CODECS: &[&str] = &["ass"];
+
+/// A track's name is its stream's name (grabd finds tracks by it): metadata may not set
+/// another (libav matches metadata keys without regard to case).
+fn validate_metadata(metadata: &BTreeMap<String, String>) -> Result<()> {
+    match metadata.keys().find(|k| k.eq_ignore_ascii_case("title")) {
+        Some(key) => Err(Error::InvalidSetting {
+            field: "metadata",
+            message: format!("{key:?} is the track name, which is the stream's name"),
+        }),
+        None => Ok(()),
     }
 }
 

@@ -73,8 +73,7 @@ pub fn record(
         storage::expected_media_rate(&config.streams),
     );
     storage::check_not_marked_full(output)?;
-    storage::preflight(spool, guard.reserve())?;
-    storage::preflight(output, guard.reserve())?;
+    let created = storage::preflight(&[spool, output], guard.reserve())?;
 
     let failure: Arc<Mutex<Option<String>>> = Arc::default();
     let mut options = config.writer.clone();
@@ -85,7 +84,14 @@ pub fn record(
             .unwrap_or_else(|p| p.into_inner())
             .get_or_insert_with(|| format!("stream {stream} failed"));
     }));
-    let recording = Recording::start(spool, output, streams, options)?;
+    let recording = match Recording::start(spool, output, streams, options) {
+        Ok(recording) => recording,
+        Err(e) => {
+            // A refusal leaves nothing behind, not even the folders made for it.
+            storage::remove_created(&created);
+            return Err(e.into());
+        }
+    };
     let sources_stop = Arc::new(AtomicBool::new(false));
     let sink_for = |name: &str| -> Option<FrameSink> {
         let sender = recording.sender(name)?;

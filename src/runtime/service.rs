@@ -447,8 +447,7 @@ impl Service<'_> {
             storage::expected_media_rate(&self.config.streams),
         );
         storage::check_not_marked_full(&d.output).map_err(|e| e.to_string())?;
-        storage::preflight(&d.spool, guard.reserve()).map_err(|e| e.to_string())?;
-        storage::preflight(&d.output, guard.reserve()).map_err(|e| e.to_string())?;
+        storage::preflight(&[&d.spool, &d.output], guard.reserve()).map_err(|e| e.to_string())?;
         let failure: Arc<Mutex<Option<String>>> = Arc::default();
         let mut options = self.config.writer.clone();
         let failed = Arc::clone(&failure);

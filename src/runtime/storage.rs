@@ -1,7 +1,7 @@
 //! The storage guard: refuse to start on storage that cannot take a recording, and
 //! stop a recording cleanly while there is still room to finish it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::config::{Batching, SourceSpec, StreamSpec};
@@ -67,32 +67,125 @@ pub fn restore_output(spool: &Path, output: &Path) {
     }
 }
 
-/// Check that `dir` exists (creating it), takes a durable write, and has `min_free`.
-pub fn preflight(dir: &Path, min_free: u64) -> Result<(), StorageError> {
-    let name = dir.display().to_string();
-    let classify = |e: crate::recording::Error| match e.raw_os_error() {
-        Some(code) if code == nix::errno::Errno::EROFS as i32 => {
-            StorageError::ReadOnly { dir: name.clone() }
+/// Check that each of `dirs` can take a recording (`min_free` free, writable), then
+/// create the missing ones and prove a durable write in each. Nothing is created until
+/// every check that needs no folder has passed, and a refusal after that removes what
+/// was created. Returns the folders created (for [`remove_created`]).
+pub fn preflight(dirs: &[&Path], min_free: u64) -> Result<Vec<PathBuf>, StorageError> {
+    for dir in dirs {
+        check_room(dir, min_free)?;
+    }
+    let mut created = Vec::new();
+    let result = dirs.iter().try_for_each(|dir| {
+        create_missing(dir, &mut created)?;
+        probe_write(dir, min_free)
+    });
+    match result {
+        Ok(()) => Ok(created),
+        Err(e) => {
+            remove_created(&created);
+            Err(e)
         }
+    }
+}
+
+/// Remove folders [`preflight`] created, if they are still empty (newest first).
+pub fn remove_created(created: &[PathBuf]) {
+    for dir in created.iter().rev() {
+        if std::fs::remove_dir(dir).is_ok() {
+            let _ = durable::sync_dir(dir.parent().unwrap_or(Path::new(".")));
+        }
+    }
+}
+
+/// What can be known of `dir` without creating it: the file system that will hold it
+/// (the nearest existing ancestor) is writable and has `min_free`.
+fn check_room(dir: &Path, min_free: u64) -> Result<(), StorageError> {
+    let name = dir.display().to_string();
+    let mut base = dir;
+    loop {
+        match std::fs::metadata(base) {
+            Ok(m) if m.is_dir() => break,
+            Ok(_) => {
+                return Err(StorageError::Unusable {
+                    dir: name,
+                    reason: format!("{} is not a folder", base.display()),
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                base = match base.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p,
+                    _ => Path::new("."),
+                };
+            }
+            Err(e) => {
+                return Err(StorageError::Unusable {
+                    dir: name,
+                    reason: format!("{}: {e}", base.display()),
+                })
+            }
+        }
+    }
+    let stat = nix::sys::statvfs::statvfs(base).map_err(|e| StorageError::Unusable {
+        dir: name.clone(),
+        reason: e.desc().to_owned(),
+    })?;
+    if stat.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY) {
+        return Err(StorageError::ReadOnly { dir: name });
+    }
+    let free = free_bytes(base)?;
+    if free < min_free {
+        return Err(StorageError::Full {
+            dir: name,
+            free_mb: free >> 20,
+            need_mb: min_free >> 20,
+        });
+    }
+    if let Err(e) = nix::unistd::access(base, nix::unistd::AccessFlags::W_OK) {
+        return Err(StorageError::Unusable {
+            dir: name,
+            reason: format!("{}: {}", base.display(), e.desc()),
+        });
+    }
+    Ok(())
+}
+
+fn classify(dir: &Path, min_free: u64, e: crate::recording::Error) -> StorageError {
+    let dir = dir.display().to_string();
+    match e.raw_os_error() {
+        Some(code) if code == nix::errno::Errno::EROFS as i32 => StorageError::ReadOnly { dir },
         Some(code) if code == nix::errno::Errno::ENOSPC as i32 => StorageError::Full {
-            dir: name.clone(),
+            dir,
             free_mb: 0,
             need_mb: min_free >> 20,
         },
         _ => StorageError::Unusable {
-            dir: name.clone(),
+            dir,
             reason: e.to_string(),
         },
-    };
-    durable::create_dir_all(dir).map_err(classify)?;
+    }
+}
+
+/// Create `dir` and its missing parents, noting each one created (outermost first).
+fn create_missing(dir: &Path, created: &mut Vec<PathBuf>) -> Result<(), StorageError> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+    for d in missing.into_iter().rev() {
+        durable::create_dir_all(d).map_err(|e| classify(dir, 0, e))?;
+        created.push(d.to_owned());
+    }
+    Ok(())
+}
+
+/// A durable write in `dir`, and `min_free` still there.
+fn probe_write(dir: &Path, min_free: u64) -> Result<(), StorageError> {
     // Unique per process: two recorders may check the same folder at once.
     let probe = dir.join(format!(".grabd-write-test-{}", std::process::id()));
-    durable::write_file(&probe, b"grabd").map_err(classify)?;
-    durable::remove_file(&probe).map_err(classify)?;
+    durable::write_file(&probe, b"grabd").map_err(|e| classify(dir, min_free, e))?;
+    durable::remove_file(&probe).map_err(|e| classify(dir, min_free, e))?;
     let free = free_bytes(dir)?;
     if free < min_free {
         return Err(StorageError::Full {
-            dir: name,
+            dir: dir.display().to_string(),
             free_mb: free >> 20,
             need_mb: min_free >> 20,
         });
@@ -299,9 +392,17 @@ mod tests {
     #[test]
     fn preflight_refuses_too_little_space() {
         let dir = tempfile::tempdir().unwrap();
-        let err = preflight(dir.path(), u64::MAX).unwrap_err();
+        let err = preflight(&[dir.path()], u64::MAX).unwrap_err();
         assert!(err.to_string().contains("full"), "{err}");
-        preflight(dir.path(), 0).unwrap();
+        preflight(&[dir.path()], 0).unwrap();
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        // A refusal creates no folder; a folder made for nothing is removed again.
+        let deep = dir.path().join("a/b");
+        assert!(preflight(&[&deep], u64::MAX).is_err());
+        assert!(!dir.path().join("a").exists());
+        let created = preflight(&[&deep], 0).unwrap();
+        assert_eq!(created, [dir.path().join("a"), deep.clone()]);
+        remove_created(&created);
+        assert!(!dir.path().join("a").exists());
     }
 }
