@@ -180,13 +180,6 @@ fn doubtful_settings_are_refused_with_one_line() {
             "stream \"imu\".codec: ",
         ),
         (
-            CONFIG.replace(
-                "batch_with = \"rgb\"",
-                "batch_with = \"rgb\"\nmetadata = { title = \"rgb\" }",
-            ),
-            "stream \"imu\".metadata: ",
-        ),
-        (
             CONFIG.replace("batch_with = \"rgb\"", "batch_hz = 0"),
             "stream \"imu\".batch_hz: must be",
         ),

@@ -99,7 +99,6 @@ impl VideoStreamConfig {
     /// Check everything that can be checked without a frame.
     pub fn validate(&self) -> Result<()> {
         ensure_init();
-        validate_metadata(&self.metadata)?;
         let bad =
             |field: &'static str, message: String| Err(Error::InvalidSetting { field, message });
         if self.width == 0 || self.height == 0 {
@@ -171,7 +170,6 @@ impl DataStreamConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        validate_metadata(&self.metadata)?;
         self.codec_id()
             .map(|_| ())
             .map_err(|e| e.for_field("codec"))
@@ -207,18 +205,6 @@ impl DataStreamConfig {
 /// records need. Others (bitmap subtitles such as `dvdsub`) would make the track claim
 /// to be something it is not.
 const DATA_CODECS: &[&str] = &["ass"];
-
-/// A track's name is its stream's name (grabd finds tracks by it): metadata may not set
-/// another (libav matches metadata keys without regard to case).
-fn validate_metadata(metadata: &BTreeMap<String, String>) -> Result<()> {
-    match metadata.keys().find(|k| k.eq_ignore_ascii_case("title")) {
-        Some(key) => Err(Error::InvalidSetting {
-            field: "metadata",
-            message: format!("{key:?} is the track name, which is the stream's name"),
-        }),
-        None => Ok(()),
-    }
-}
 
 /// Either kind of stream, with the name it is recorded under.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
