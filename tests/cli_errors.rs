@@ -236,3 +236,22 @@ fn recover_on_a_missing_or_wrong_spool() {
     assert!(line.contains(s) && line.contains("not a folder"), "{line}");
     assert!(!rig.output.exists(), "recover made {o}");
 }
+
+/// Folders given relative to the working folder are made like any other (the check that
+/// creates nothing before it passes must not stumble on the relative path's "" parent).
+#[test]
+fn relative_spool_and_output_work() {
+    let rig = Rig::new();
+    let out = std::process::Command::new(common::cli::BIN)
+        .current_dir(&rig.root)
+        .args(["record", "--config", "grabd.toml", "--spool", "spool"])
+        .args(["--output", "out/recordings", "--duration", "0.5"])
+        .env_remove("GRABD_LOG")
+        .output()
+        .unwrap();
+    let r = common::cli::Run::from(out);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mkv = rig.root.join(r.last_line().expect("the final path"));
+    assert!(mkv.starts_with(rig.root.join("out/recordings")), "{mkv:?}");
+    common::cli::verify(&mkv);
+}

@@ -168,7 +168,11 @@ fn classify(dir: &Path, min_free: u64, e: crate::recording::Error) -> StorageErr
 
 /// Create `dir` and its missing parents, noting each one created (outermost first).
 fn create_missing(dir: &Path, created: &mut Vec<PathBuf>) -> Result<(), StorageError> {
-    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+    // A relative path ends in "" (the working folder), which exists.
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .collect();
     for d in missing.into_iter().rev() {
         durable::create_dir_all(d).map_err(|e| classify(dir, 0, e))?;
         created.push(d.to_owned());
