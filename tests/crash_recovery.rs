@@ -637,6 +637,38 @@ fn create_marked_dir(dir: &Path) {
 }
 
 /// Kill a recorder at `at` into its recording; returns what it left.
+/// A recorder killed 2.85 s in, with its rgb part in progress and that part's packets
+/// as `(position, size)` read back by ffprobe: the material of the damage tests.
+fn crash_with_rgb_part(rig: &Rig) -> (Killed, PathBuf, Vec<(u64, u64)>) {
+    let k = crash(rig, "damaged", Duration::from_millis(2850));
+    let part = names_in(&k.dir)
+        .into_iter()
+        .find(|n| n.ends_with(".rgb.mkv.part"))
+        .map(|n| k.dir.join(n))
+        .expect("an rgb part in progress");
+    let probe = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "packet=size,pos",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&part)
+        .output()
+        .expect("ffprobe");
+    // ffprobe prints a packet's size before its position, whatever the order asked.
+    let packets = String::from_utf8_lossy(&probe.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (size, pos) = l.trim_end_matches(',').split_once(',')?;
+            Some((pos.parse().ok()?, size.parse().ok()?))
+        })
+        .collect();
+    (k, part, packets)
+}
+
 fn crash(rig: &Rig, label: &str, at: Duration) -> Killed {
     let mut child = rig.record(label, 60.0);
     let known = rig.recording_dirs();
@@ -1025,32 +1057,7 @@ fn recover_racing_recordings_that_start_and_stop() {
 #[test]
 fn recover_salvages_parts_only_up_to_damage() {
     let rig = Rig::new();
-    let k = crash(&rig, "damaged", Duration::from_millis(2850));
-    let part = names_in(&k.dir)
-        .into_iter()
-        .find(|n| n.ends_with(".rgb.mkv.part"))
-        .map(|n| k.dir.join(n))
-        .expect("an rgb part in progress");
-    let probe = std::process::Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "packet=size,pos",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(&part)
-        .output()
-        .expect("ffprobe");
-    // ffprobe prints a packet's size before its position, whatever the order asked.
-    let packets: Vec<(u64, u64)> = String::from_utf8_lossy(&probe.stdout)
-        .lines()
-        .filter_map(|l| {
-            let (size, pos) = l.trim_end_matches(',').split_once(',')?;
-            Some((pos.parse().ok()?, size.parse().ok()?))
-        })
-        .collect();
+    let (k, part, packets) = crash_with_rgb_part(&rig);
     assert!(
         packets.len() >= 4,
         "too few packets in {part:?}: {packets:?}"
@@ -1338,31 +1345,7 @@ fn recover_short_of_file_descriptors_deletes_no_unread_part() {
 fn recover_salvages_no_concealed_frame() {
     for fraction in [0.3, 0.5, 0.7] {
         let rig = Rig::new();
-        let k = crash(&rig, "damaged", Duration::from_millis(2850));
-        let part = names_in(&k.dir)
-            .into_iter()
-            .find(|n| n.ends_with(".rgb.mkv.part"))
-            .map(|n| k.dir.join(n))
-            .expect("an rgb part in progress");
-        let probe = std::process::Command::new("ffprobe")
-            .args([
-                "-v",
-                "error",
-                "-show_entries",
-                "packet=size,pos",
-                "-of",
-                "csv=p=0",
-            ])
-            .arg(&part)
-            .output()
-            .expect("ffprobe");
-        let packets: Vec<(u64, u64)> = String::from_utf8_lossy(&probe.stdout)
-            .lines()
-            .filter_map(|l| {
-                let (size, pos) = l.trim_end_matches(',').split_once(',')?;
-                Some((pos.parse().ok()?, size.parse().ok()?))
-            })
-            .collect();
+        let (k, part, packets) = crash_with_rgb_part(&rig);
         let mut bytes = fs::read(&part).unwrap();
         let target = (bytes.len() as f64 * fraction) as u64;
         let (pos, size) = packets
