@@ -129,6 +129,19 @@ pub mod limits {
         max: 10_000.0,
         unit: "frames",
     };
+    /// Capture-to-durable budget of a frame: what a power cut may take from a recorder
+    /// that cannot keep up (the writer refuses one too small for its cluster and sync).
+    pub const MAX_LATENCY_MS: Limit = Limit {
+        min: 100.0,
+        max: 600_000.0,
+        unit: "ms",
+    };
+    /// Frames one stream's queue may hold, in MiB.
+    pub const MAX_QUEUE_MB: Limit = Limit {
+        min: 1.0,
+        max: 4096.0,
+        unit: "MiB",
+    };
     pub const ROTATION_GRACE_S: Limit = Limit {
         min: 0.01,
         max: 3600.0,
@@ -183,6 +196,11 @@ pub struct RawConfig {
 pub struct RawRecording {
     pub chunk_length_s: Option<f64>,
     pub max_encoder_queue_size: Option<usize>,
+    /// Capture-to-durable budget per frame (the power-cut loss bound); frames that
+    /// cannot make it are shed and counted.
+    pub max_latency_ms: Option<u64>,
+    /// MiB of frames one stream's queue may hold.
+    pub max_queue_mb: Option<u64>,
     pub rotation_grace_s: Option<f64>,
     pub sync_interval_ms: Option<u64>,
     pub cluster_time_limit_ms: Option<u32>,
@@ -520,6 +538,18 @@ impl Config {
             )?;
             // In range, so it fits.
             writer.max_encoder_queue_size = n as usize;
+        }
+        // The loss bound: 1.1 s measured on the QEMU rig's power cuts, of which this is
+        // the writer's part (the rest is the last frame's interval and the cut itself).
+        let max_latency_ms = match r.max_latency_ms {
+            Some(ms) => checked(setting("max_latency_ms"), limits::MAX_LATENCY_MS.whole(ms))?,
+            None => 1000,
+        };
+        writer.max_latency = Some(Duration::from_millis(max_latency_ms));
+        if let Some(mb) = r.max_queue_mb {
+            let mb = checked(setting("max_queue_mb"), limits::MAX_QUEUE_MB.whole(mb))?;
+            // In range: at most 2^32 bytes.
+            writer.max_queue_bytes = usize::try_from(mb << 20).unwrap_or(usize::MAX);
         }
         if let Some(s) = r.rotation_grace_s {
             writer.rotation_grace = checked(

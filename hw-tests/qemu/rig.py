@@ -420,30 +420,57 @@ class Rig:
             return None
         return v["origin_unix_us"] + min(lasts)
 
+    @staticmethod
+    def frames_dropped(mkv):
+        """Frames each stream dropped, from the recording's manifest (every
+        dropped_* count it has, or its frames_dropped total)."""
+        try:
+            with open(mkv[:-4] + ".json") as f:
+                man = json.load(f)
+        except (OSError, ValueError):
+            return {}
+        out = {}
+        for s in man.get("streams", []):
+            parts = {k[len("dropped_"):]: v for k, v in s.items()
+                     if k.startswith("dropped_") and isinstance(v, int) and v}
+            total = s.get("frames_dropped") or 0
+            if parts or total:
+                out[s.get("name")] = parts or total
+        return out
+
     def file_shas(self, mkv):
         j = mkv[:-4] + ".json"
         return sha256(mkv), (sha256(j) if os.path.exists(j) else None)
 
     # -- scenario 1: power cuts at random moments ----------------------------
-    def power_cut(self):
-        name = "power-cut"
-        ncuts = self.a.cuts or (60 if self.a.full else 20)
+    def power_cut(self, name="power-cut", loads=("none",)):
+        """Power cuts; boot k records under load loads[k % len(loads)] (guest/init's
+        load_on: none, hog, slow)."""
+        loaded = loads != ("none",)
+        if loaded:
+            ncuts = self.a.loaded_cuts or (20 if self.a.full else 8)
+        else:
+            ncuts = self.a.cuts or (60 if self.a.full else 20)
+        tag = name.replace("-", "")
         dur = 4
         seed = self.a.seed if self.a.seed is not None else int(time.time())
         rnd = random.Random(seed)
         log(f"{name}: {ncuts} cuts, {dur} s recordings, 1 s chunks, seed {seed}")
-        card = Card(os.path.join(self.work, "powercut.img"), 256)
-        states = open(os.path.join(self.logdir, "powercut-states.log"), "w")
+        card = Card(os.path.join(self.work, f"{tag}.img"), 256)
+        states = open(os.path.join(self.logdir, f"{tag}-states.log"), "w")
         registry = {}          # recording id -> (sha mkv, sha json), finished and checked
         pending = None         # the last cut, waiting for the next boot's recovery
         fails, losses, phases, cuts = [], [], {}, []
+        by_load, dropped = {}, {}  # load -> worst loss; load -> frames dropped per stream
         lag, stop_len = 0.3, 1.0   # "recording started" -> first frame; "stopping" -> exit
         lag_ts = 0.0               # origin - timestamp of grabd's "recording started" line
         kinds = ["mid-chunk", "finalize", "stop", "concat"]
         for k in range(ncuts + 2):
             last = k == ncuts + 1
-            g = self.boot(f"powercut-{k:03d}", "powercut",
-                          {"duration": dur, "record": 0 if last else 1}, [card.drive()], 90)
+            load = loads[k % len(loads)]
+            g = self.boot(f"{tag}-{k:03d}", "powercut",
+                          {"duration": dur, "record": 0 if last else 1, "load": load},
+                          [card.drive()], 120 if loaded else 90)
             rb = g.wait_for(r"^@rig (rec-begin|hold|mountfail)")
             self.note_boot(g)
             if not rb or (rb[1].group(1) != "rec-begin" and not last):
@@ -470,7 +497,7 @@ class Rig:
                 time.sleep(max(0.0, at - time.time()))
             cut_host = g.kill()
             # the card exactly as the cut left it, for reproducing a failure by hand
-            sh(["cp", "--sparse=always", card.path, os.path.join(self.work, f"powercut-cut-{k:03d}.img")])
+            sh(["cp", "--sparse=always", card.path, os.path.join(self.work, f"{tag}-cut-{k:03d}.img")])
             off, spread = g.clock_offset()
             if off is None:
                 fails.append(f"boot {k}: no clock ticks from the guest")
@@ -537,7 +564,14 @@ class Rig:
                     states.write(f"cut {k - 1}: phase {ph} loss {loss:.3f} verify {json.dumps(v)}\n")
                     if loss > LOSS_LIMIT_S:
                         fails.append(f"cut {k - 1} ({ph}): lost {loss:.3f} s{est} > {LOSS_LIMIT_S} s "
-                                     f"(card as cut: target/qemu/work/powercut-cut-{k - 1:03d}.img)")
+                                     f"(load {pending['load']}; card as cut: "
+                                     f"target/qemu/work/{tag}-cut-{k - 1:03d}.img)")
+                    if k - 1 > 0:
+                        by_load[pending["load"]] = max(loss, by_load.get(pending["load"], 0.0))
+                    if v and v.get("ok"):
+                        for s, n in self.frames_dropped(st["mkv"][rid]).items():
+                            dropped.setdefault(pending["load"], {}).setdefault(s, 0)
+                            dropped[pending["load"]][s] += n
                     if rid and rid in st["mkv"] and v and v.get("ok"):
                         registry[rid] = self.file_shas(st["mkv"][rid])
                 # the recording this boot made (cut now, recovered by the next boot)
@@ -557,7 +591,8 @@ class Rig:
                     "started": t_started, "started_ts": ts_started, "stopping": t_stopping if t_stopping and t_stopping <= cut_guest else None,
                     "chunk_tmp": any(f.endswith(".tmp") for f in files),
                     "parts": any(f.endswith(".part") for f in files),
-                    "final": cid in st["mkv"], "target": target, "spread": spread}
+                    "final": cid in st["mkv"], "target": target, "spread": spread,
+                    "load": load}
             ok, tail = fsck_clean(snap)
             if not ok:
                 fails.append(f"cut {k}: file system not clean after journal replay: {tail}")
@@ -566,8 +601,11 @@ class Rig:
         med = statistics.median(losses) if losses else float("nan")
         worst = max(losses) if losses else float("nan")
         ph = ", ".join(f"{p} {n}" for p, n in sorted(phases.items()))
-        self.table += [("power-cut: cuts made", f"{made} (seed {seed}; {ph})"),
-                       ("power-cut: loss worst / median (s)", f"{worst:.3f} / {med:.3f} (limit {LOSS_LIMIT_S})")]
+        self.table += [(f"{name}: cuts made", f"{made} (seed {seed}; {ph})"),
+                       (f"{name}: loss worst / median (s)", f"{worst:.3f} / {med:.3f} (limit {LOSS_LIMIT_S})")]
+        if loaded:
+            self.table += [(f"{name}: worst loss under {ld} (s)", f"{w:.3f}; frames dropped {dropped.get(ld, {})}")
+                           for ld, w in sorted(by_load.items())]
         missing = [p for p in kinds if p not in phases]
         if missing:
             log(f"{name}: warning: no cut landed in phase(s) {missing}")
@@ -599,17 +637,20 @@ class Rig:
                             "nr": int(f[3]), "mark": None if f[4] == "-" else f[4]})
         return entries
 
-    def flush_points(self):
-        name = "flush-points"
-        card = Card(os.path.join(self.work, "flush.img"), 128)
-        base = os.path.join(self.work, "flush-base.img")
+    def flush_points(self, name="flush-points", loads=("none", "none")):
+        """Two recordings A and B logged write by write; A records under load
+        loads[0], B under loads[1] (guest/init's load_on)."""
+        tag = "flush" if name == "flush-points" else name.replace("-points", "")
+        card = Card(os.path.join(self.work, f"{tag}.img"), 128)
+        base = os.path.join(self.work, f"{tag}-base.img")
         sh(["cp", "--sparse=always", card.path, base])
-        logimg = os.path.join(self.work, "flush-log.img")
+        logimg = os.path.join(self.work, f"{tag}-log.img")
         with open(logimg, "wb") as f:
             f.truncate(1 << 30)
         ldrive = f"file={logimg},format=raw,if=virtio,cache=unsafe,index=1"
-        g = self.boot("flushlog", "flushlog", {"duration_a": 2, "duration_b": 20 if self.a.full else 6, "mark_ms": 50},
-                      [card.drive(0), ldrive], 240)
+        g = self.boot(f"{tag}log", "flushlog", {"duration_a": 2, "duration_b": 20 if self.a.full else 6,
+                                                "mark_ms": 50, "load_a": loads[0], "load_b": loads[1]},
+                      [card.drive(0), ldrive], 300)
         end = g.wait_for(r"^@rig end")
         g.finish(10)
         self.note_boot(g)
@@ -623,7 +664,7 @@ class Rig:
         entries = self.replay_entries(logimg)
         # Self-check of the replayer: the whole log onto the base must give back
         # the card exactly as the guest left it.
-        whole = os.path.join(self.work, "flush-replayed.img")
+        whole = os.path.join(self.work, f"{tag}-replayed.img")
         sh(["cp", "--sparse=always", base, whole])
         sh([self.logreplay, "replay", logimg, whole, "--to", str(len(entries) - 1)])
         if sh(["cmp", "-s", whole, card.path], check=False).returncode != 0:
@@ -642,7 +683,8 @@ class Rig:
                 with open(p[:-4] + ".json") as f:
                     man = json.load(f)
                 ref[rid] = {"shas": self.file_shas(p), "origin": v["origin_unix_us"] / 1e6,
-                            "dur": float(man.get("duration_s") or 0)}
+                            "dur": float(man.get("duration_s") or 0),
+                            "dropped": self.frames_dropped(p)}
         if len(ref) != 2:
             return self.result(name, False, f"expected 2 recordings in the final state, found {list(ref)}")
         (ida, ra), (idb, rb) = sorted(ref.items(), key=lambda x: x[1]["origin"])
@@ -688,15 +730,20 @@ class Rig:
                             f"e2fsck -E journal_only -y S.img && mount -o loop S.img /mnt")
                     fails.append(f"entry {p}: " + "; ".join(bad))
                     log(f"{name}: entry {p}: " + "; ".join(bad))
-        worst = max(losses, default=(0.0, None, False))
+        worst = max(losses, default=(0.0, None, False, None))
         running = [x[0] for x in losses if x[2]]
         flosses = running
         worst, worst_at = worst[0], worst[1]
         dt = time.time() - t0
-        self.table += [("flush-points: points in log / checked", f"{len(points)} / {checked} "
+        if loads != ("none", "none"):
+            for rid, load in ((ida, loads[0]), (idb, loads[1])):
+                w = max((x[0] for x in losses if x[3] == rid), default=float("nan"))
+                self.table.append((f"{name}: worst loss under {load} (s)",
+                                   f"{w:.3f}; frames dropped {ref[rid]['dropped']}"))
+        self.table += [(f"{name}: points in log / checked", f"{len(points)} / {checked} "
                         f"({'all' if len(sample) == len(points) else 'sample'}; {dt / max(1, checked):.2f} s each)"),
-                       ("flush-points: failed states", str(len(fails))),
-                       ("flush-points: loss worst / median (s)",
+                       (f"{name}: failed states", str(len(fails))),
+                       (f"{name}: loss worst / median (s)",
                         f"{worst:.3f} at entry {worst_at} / "
                         f"{statistics.median(flosses) if flosses else float('nan'):.3f} "
                         f"(cut just before the next flush; upper bound, marks every 50 ms)")]
@@ -704,7 +751,7 @@ class Rig:
 
     def flush_state(self, ctx, p, tag):
         """Replays the log to flush point p on a fresh copy of the base image and
-        checks it. Returns (problems, [(loss, p, recording_was_running)])."""
+        checks it. Returns (problems, [(loss, p, recording_was_running, id)])."""
         state = os.path.join(self.work, f"state{tag}.img")
         points, times, ref, done = ctx["points"], ctx["times"], ctx["ref"], ctx["done"]
         bad, lost = [], []
@@ -749,7 +796,7 @@ class Rig:
                         v = verified.get(rid)
                         lm = self.last_media_us(v) if v and v.get("ok") else None
                         loss = endt - (lm / 1e6 if lm else r["origin"])
-                        lost.append((loss, p, r["origin"] + r["dur"] > t_hi))
+                        lost.append((loss, p, r["origin"] + r["dur"] > t_hi, rid))
                         if loss > LOSS_LIMIT_S:
                             bad.append(f"{rid} lost {loss:.3f} s")
             except RuntimeError as e:
@@ -919,12 +966,19 @@ class Rig:
         t0 = time.time()
         only = set(self.a.only.split(",")) if self.a.only else None
         order = [("smoke", self.smoke), ("power-cut", self.power_cut),
-                 ("flush-points", self.flush_points), ("disk-full", self.disk_full),
+                 ("flush-points", self.flush_points),
+                 ("power-cut-loaded", lambda: self.power_cut("power-cut-loaded", ("hog", "slow"))),
+                 ("flush-points-loaded", lambda: self.flush_points("flush-points-loaded", ("hog", "slow"))),
+                 ("disk-full", self.disk_full),
                  ("io-error", self.io_error), ("press-record-press", self.press_record_press)]
         # Opt-in (named in --only): not yet passing on a loaded CI machine.
         opt_in = {"press-record-press"}
         for name, fn in order:
             if (only and name not in only) or (not only and name in opt_in):
+                continue
+            # Not yet in the default set: the 'slow' load still loses more than the
+            # bound (see README); run them with --loaded or --only.
+            if not only and name.endswith("-loaded") and not self.a.loaded:
                 continue
             try:
                 fn()
@@ -965,6 +1019,10 @@ def main():
     p.add_argument("--full", action="store_true",
                    help="long sweep: 60 cuts, a 20 s second recording in the write log, every flush point")
     p.add_argument("--cuts", type=int, help="power cuts (default 20, 60 with --full)")
+    p.add_argument("--loaded", action="store_true",
+                   help="also run power-cut-loaded and flush-points-loaded")
+    p.add_argument("--loaded-cuts", type=int,
+                   help="power-cut-loaded: power cuts (default 8, 20 with --full)")
     p.add_argument("--marks", type=int, help="flush points to check (default 200)")
     p.add_argument("--all-marks", action="store_true", help="check every flush point")
     p.add_argument("--seed", type=int, help="random seed for cut moments")

@@ -81,6 +81,10 @@ pub struct ManifestStream {
     /// Of those, frames that could not be encoded as they were (wrong size, empty).
     #[serde(default)]
     pub dropped_invalid: Option<u64>,
+    /// Of those, frames shed because they could no longer become durable within
+    /// `max_latency` (the recorder could not keep up).
+    #[serde(default)]
+    pub dropped_overload: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -133,6 +137,7 @@ pub fn write_manifest(
                 frames_written: track.packets,
                 frames_dropped: stats.map(StreamStats::frames_dropped),
                 dropped_invalid: stats.map(|s| s.dropped_invalid),
+                dropped_overload: stats.map(|s| s.dropped_overload),
             }
         })
         .collect();

@@ -55,7 +55,7 @@ use super::stream_config::{
 };
 use crate::thread::{self, ExitSink, Heartbeat, Joined, ThreadExit};
 use barrier::Barrier;
-use queue::Counters;
+use queue::{Counters, Limits};
 use track::Track;
 
 /// Tuning of a [`ChunkedWriter`]; `Default` gives the reference's values.
@@ -63,6 +63,12 @@ use track::Track;
 pub struct WriterOptions {
     pub chunk_length: Duration,
     pub max_encoder_queue_size: usize,
+    /// Bytes of frames one stream's queue may hold.
+    pub max_queue_bytes: usize,
+    /// Capture-to-durable budget of every frame: a frame that waited too long in its
+    /// queue to make it is shed (see `queue`). `None`: frames wait as long as the queue
+    /// holds them (the reference's behaviour; frames from any time domain).
+    pub max_latency: Option<Duration>,
     /// How long after the first stream reached a boundary a silent or stuck stream is
     /// closed without it.
     pub rotation_grace: Duration,
@@ -83,6 +89,8 @@ impl Default for WriterOptions {
         WriterOptions {
             chunk_length: Duration::from_secs(60),
             max_encoder_queue_size: 200,
+            max_queue_bytes: 64 << 20,
+            max_latency: None,
             rotation_grace: Duration::from_secs(2),
             sync_interval: Duration::from_millis(50),
             muxer: MuxerSettings::default(),
@@ -100,6 +108,8 @@ impl std::fmt::Debug for WriterOptions {
         f.debug_struct("WriterOptions")
             .field("chunk_length", &self.chunk_length)
             .field("max_encoder_queue_size", &self.max_encoder_queue_size)
+            .field("max_queue_bytes", &self.max_queue_bytes)
+            .field("max_latency", &self.max_latency)
             .field("rotation_grace", &self.rotation_grace)
             .field("sync_interval", &self.sync_interval)
             .field("muxer", &self.muxer)
@@ -342,11 +352,7 @@ impl ChunkedWriter {
                 options.chunk_length
             )));
         }
-        if options.max_encoder_queue_size == 0 {
-            return Err(Error::InvalidConfig(
-                "max_encoder_queue_size must be at least 1".into(),
-            ));
-        }
+        let limits = Limits::new(&options)?;
         for (i, (stream_name, _)) in configs.iter().enumerate() {
             validate_stream_name(stream_name)?;
             if configs[..i].iter().any(|(n, _)| n == stream_name) {
@@ -359,14 +365,15 @@ impl ChunkedWriter {
         let mut streams: Vec<StreamSlot> = Vec::new();
         for ((stream_name, config), encoder) in configs.into_iter().zip(encoders) {
             let encoder = encoder?;
-            let (tx, rx) = bounded(options.max_encoder_queue_size);
+            let (tx, rx) = bounded(limits.capacity(&config));
+            let counters = Arc::new(Counters::new(&stream_name, limits));
             streams.push(StreamSlot {
                 name: stream_name,
                 config,
                 encoder: Some(encoder),
                 tx,
                 rx: Some(rx),
-                counters: Arc::default(),
+                counters,
             });
         }
         durable::create_dir_all(output_directory)?;
@@ -576,10 +583,7 @@ impl ChunkedWriter {
 
     /// Current per-stream counters.
     pub fn stats(&self) -> Vec<StreamStats> {
-        self.streams
-            .iter()
-            .map(|s| s.counters.stats(&s.name))
-            .collect()
+        self.streams.iter().map(|s| s.counters.stats()).collect()
     }
 }
 
@@ -744,6 +748,9 @@ fn stream_loop(
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
         };
+        if !counters.take(&frame) {
+            continue;
+        }
         last_frame_at = Some(Instant::now());
         if !track.accepts(&frame.data) {
             counters.dropped_invalid.fetch_add(1, Ordering::Relaxed);

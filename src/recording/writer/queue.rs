@@ -1,11 +1,24 @@
 //! The producer's side of a stream: [`Frame`]s go into a bounded queue through a
 //! [`StreamSender`] that never blocks, and every frame's fate is counted in
 //! [`Counters`], reported as [`StreamStats`].
+//!
+//! A queue is bounded three ways ([`Limits`]): by frames (`max_encoder_queue_size`), by
+//! bytes (`max_queue_bytes`), and with a `max_latency` by time. A frame that waited so
+//! long that it can no longer become durable within `max_latency` is shed when its
+//! encoder thread takes it, so that a recorder that cannot keep up (a busy or simply
+//! too slow board) loses frames, never the loss bound of a power cut; and a video
+//! queue holds no more frames than are captured in that time. Each stream warns once
+//! when it first drops a frame for overload; the counts go to the manifest.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crossbeam_channel::{Sender, TrySendError};
+
+use super::WriterOptions;
+use crate::recording::error::{Error, Result};
+use crate::recording::stream_config::StreamConfig;
 
 /// One frame of a video stream (packed raw pixels) or one record of a data stream,
 /// stamped in µs on the process's monotonic clock ([`crate::clock::monotonic_us`]).
@@ -24,9 +37,73 @@ impl Frame {
     }
 }
 
+/// What a frame still needs after its queue, within `max_latency`, besides the part's
+/// cluster (`cluster_time_limit` of media) and the syncer's interval: encoding, the
+/// write, the fsync, and the gap to the packet that closes the cluster.
+pub const AFTER_QUEUE_ALLOWANCE: Duration = Duration::from_millis(150);
+
+/// How far one stream's queue may fill.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    max_frames: usize,
+    max_bytes: usize,
+    /// How long a frame may have waited since capture when its encoder takes it.
+    max_wait_us: Option<i64>,
+}
+
+impl Limits {
+    pub fn new(options: &WriterOptions) -> Result<Self> {
+        if options.max_encoder_queue_size == 0 {
+            return Err(Error::InvalidConfig(
+                "max_encoder_queue_size must be at least 1".into(),
+            ));
+        }
+        if options.max_queue_bytes == 0 {
+            return Err(Error::InvalidConfig(
+                "max_queue_bytes must be at least 1".into(),
+            ));
+        }
+        let max_wait_us = options
+            .max_latency
+            .map(|latency| {
+                let after = Duration::from_millis(options.muxer.cluster_time_limit_ms.into())
+                    + options.sync_interval
+                    + AFTER_QUEUE_ALLOWANCE;
+                latency
+                    .checked_sub(after)
+                    .filter(|wait| !wait.is_zero())
+                    .map(|wait| i64::try_from(wait.as_micros()).unwrap_or(i64::MAX))
+                    .ok_or_else(|| {
+                        Error::InvalidConfig(format!(
+                            "max_latency {latency:?} leaves a frame no time in its queue: it must \
+                             exceed cluster_time_limit + sync_interval + {AFTER_QUEUE_ALLOWANCE:?} \
+                             = {after:?}"
+                        ))
+                    })
+            })
+            .transpose()?;
+        Ok(Limits {
+            max_frames: options.max_encoder_queue_size,
+            max_bytes: options.max_queue_bytes,
+            max_wait_us,
+        })
+    }
+
+    /// Frames the queue of a stream holds: `max_encoder_queue_size`, and for a video
+    /// stream under a latency budget no more than it captures while a frame may wait.
+    pub fn capacity(&self, config: &StreamConfig) -> usize {
+        match (config, self.max_wait_us) {
+            (StreamConfig::Video(v), Some(wait_us)) => {
+                let frames = (v.fps * wait_us as f64 / 1e6).ceil() as usize + 1;
+                frames.clamp(1, self.max_frames)
+            }
+            _ => self.max_frames,
+        }
+    }
+}
+
 /// What happened to one stream's frames so far, shared by its producer and its encoder
 /// thread.
-#[derive(Default)]
 pub(super) struct Counters {
     pub accepted: AtomicU64,
     pub encoded: AtomicU64,
@@ -34,19 +111,73 @@ pub(super) struct Counters {
     pub dropped_late: AtomicU64,
     pub dropped_failed: AtomicU64,
     pub dropped_invalid: AtomicU64,
+    pub dropped_overload: AtomicU64,
     pub failed: AtomicBool,
+    name: String,
+    limits: Limits,
+    queued_bytes: AtomicUsize,
+    overload_reported: AtomicBool,
 }
 
 impl Counters {
-    pub fn stats(&self, name: &str) -> StreamStats {
-        StreamStats {
+    pub fn new(name: &str, limits: Limits) -> Self {
+        Counters {
+            accepted: AtomicU64::new(0),
+            encoded: AtomicU64::new(0),
+            dropped_queue_full: AtomicU64::new(0),
+            dropped_late: AtomicU64::new(0),
+            dropped_failed: AtomicU64::new(0),
+            dropped_invalid: AtomicU64::new(0),
+            dropped_overload: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
             name: name.to_owned(),
+            limits,
+            queued_bytes: AtomicUsize::new(0),
+            overload_reported: AtomicBool::new(false),
+        }
+    }
+
+    pub fn stats(&self) -> StreamStats {
+        StreamStats {
+            name: self.name.clone(),
             frames_encoded: self.encoded.load(Ordering::Relaxed),
             dropped_queue_full: self.dropped_queue_full.load(Ordering::Relaxed),
             dropped_late: self.dropped_late.load(Ordering::Relaxed),
             dropped_failed: self.dropped_failed.load(Ordering::Relaxed),
             dropped_invalid: self.dropped_invalid.load(Ordering::Relaxed),
+            dropped_overload: self.dropped_overload.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The encoder thread took `frame` from the queue: `false` when it is shed, because
+    /// it waited too long to become durable within the latency budget.
+    pub fn take(&self, frame: &Frame) -> bool {
+        self.queued_bytes
+            .fetch_sub(frame.data.len(), Ordering::Relaxed);
+        let Some(max_wait_us) = self.limits.max_wait_us else {
+            return true;
+        };
+        let waited_us = crate::clock::monotonic_us() - frame.timestamp_us;
+        if waited_us <= max_wait_us {
+            return true;
+        }
+        self.dropped_overload.fetch_add(1, Ordering::Relaxed);
+        self.report_overload(&format!(
+            "a frame waited {} ms for its encoder",
+            waited_us / 1000
+        ));
+        false
+    }
+
+    /// Warn once per stream, at its first drop for overload.
+    fn report_overload(&self, what: &str) {
+        if !self.overload_reported.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                stream = %self.name,
+                "{what}: the recorder cannot keep up with this stream and drops frames to keep \
+                 the loss bound (counted in the manifest; no further warning)"
+            );
         }
     }
 }
@@ -57,8 +188,8 @@ pub struct StreamStats {
     pub name: String,
     /// Frames handed to the encoder (the file's own count is read back separately).
     pub frames_encoded: u64,
-    /// Frames refused because the stream's queue was full or its encoder had failed
-    /// (the producer never waits).
+    /// Frames refused because the stream's queue was full (by frames or bytes) or its
+    /// encoder had failed (the producer never waits).
     pub dropped_queue_full: u64,
     /// Frames older than the chunk their stream had already closed, or not after the
     /// stream's previous frame at the file's resolution (whole milliseconds: a burst
@@ -71,12 +202,19 @@ pub struct StreamStats {
     /// empty data record); the stream goes on.
     #[serde(default)]
     pub dropped_invalid: u64,
+    /// Frames shed because they could no longer become durable within `max_latency`.
+    #[serde(default)]
+    pub dropped_overload: u64,
     pub failed: bool,
 }
 
 impl StreamStats {
     pub fn frames_dropped(&self) -> u64 {
-        self.dropped_queue_full + self.dropped_late + self.dropped_failed + self.dropped_invalid
+        self.dropped_queue_full
+            + self.dropped_late
+            + self.dropped_failed
+            + self.dropped_invalid
+            + self.dropped_overload
     }
 }
 
@@ -89,20 +227,31 @@ pub struct StreamSender {
 }
 
 impl StreamSender {
-    /// Queue a frame; `false` (and a counted drop) when the queue is full or the
-    /// stream's encoder is gone.
+    /// Queue a frame; `false` (and a counted drop) when the queue is full, by frames or
+    /// by bytes, or the stream's encoder is gone.
     pub fn push(&self, frame: Frame) -> bool {
         self.earliest_pushed_us
             .fetch_min(frame.timestamp_us, Ordering::Relaxed);
-        match self.tx.try_send(frame) {
+        let counters = &self.counters;
+        let len = frame.data.len();
+        let queued = counters.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        // One frame larger than the whole budget still gets through an empty queue.
+        let result = if queued > 0 && queued + len > counters.limits.max_bytes {
+            Err(TrySendError::Full(frame))
+        } else {
+            self.tx.try_send(frame)
+        };
+        match result {
             Ok(()) => {
-                self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+                counters.accepted.fetch_add(1, Ordering::Relaxed);
                 true
             }
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.counters
-                    .dropped_queue_full
-                    .fetch_add(1, Ordering::Relaxed);
+            Err(e) => {
+                counters.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                counters.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+                if let TrySendError::Full(_) = e {
+                    counters.report_overload("its queue is full");
+                }
                 false
             }
         }
@@ -111,5 +260,83 @@ impl StreamSender {
     /// Frames waiting in the queue.
     pub fn queued(&self) -> usize {
         self.tx.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recording::VideoStreamConfig;
+
+    fn options(max_latency_ms: Option<u64>) -> WriterOptions {
+        WriterOptions {
+            max_latency: max_latency_ms.map(Duration::from_millis),
+            max_queue_bytes: 1000,
+            ..WriterOptions::default()
+        }
+    }
+
+    fn sender(
+        limits: Limits,
+        capacity: usize,
+    ) -> (StreamSender, crossbeam_channel::Receiver<Frame>) {
+        let (tx, rx) = crossbeam_channel::bounded(capacity);
+        let sender = StreamSender {
+            tx,
+            counters: Arc::new(Counters::new("s", limits)),
+            earliest_pushed_us: Arc::new(AtomicI64::new(i64::MAX)),
+        };
+        (sender, rx)
+    }
+
+    #[test]
+    fn a_video_queue_holds_what_is_captured_while_a_frame_may_wait() {
+        // 1000 ms - 500 ms cluster - 50 ms sync - 150 ms: 300 ms, 8 frames at 25 fps.
+        let limits = Limits::new(&options(Some(1000))).unwrap();
+        let video = StreamConfig::Video(VideoStreamConfig::new(64, 48, 25.0).unwrap());
+        assert_eq!(limits.capacity(&video), 9);
+        let data = StreamConfig::Data(Default::default());
+        assert_eq!(limits.capacity(&data), 200);
+        // Without a budget: the configured frame count.
+        let unbounded = Limits::new(&options(None)).unwrap();
+        assert_eq!(unbounded.capacity(&video), 200);
+    }
+
+    #[test]
+    fn a_budget_smaller_than_the_steps_after_the_queue_is_refused() {
+        let err = Limits::new(&options(Some(700))).unwrap_err().to_string();
+        assert!(err.contains("max_latency") && err.contains("700"), "{err}");
+    }
+
+    /// Regression test: with 200 frames of queue, frames waited seconds for a busy
+    /// encoder, and none of them was durable.
+    #[test]
+    fn frames_too_old_to_become_durable_in_time_are_shed_and_counted() {
+        let limits = Limits::new(&options(Some(1000))).unwrap();
+        let (sender, rx) = sender(limits, 10);
+        let now = crate::clock::monotonic_us();
+        assert!(sender.push(Frame::new(now - 2_000_000, vec![1; 10])));
+        assert!(sender.push(Frame::new(now - 1_000, vec![2; 10])));
+        let counters = &sender.counters;
+        let old = rx.recv().unwrap();
+        assert!(!counters.take(&old), "a frame 2 s old was kept");
+        let fresh = rx.recv().unwrap();
+        assert!(counters.take(&fresh));
+        let stats = counters.stats();
+        assert_eq!((stats.dropped_overload, stats.frames_dropped()), (1, 1));
+        assert_eq!(counters.queued_bytes.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_queue_is_bounded_by_bytes() {
+        let limits = Limits::new(&options(None)).unwrap();
+        let (sender, rx) = sender(limits, 100);
+        assert!(sender.push(Frame::new(0, vec![0; 600])));
+        // 600 + 600 > 1000 bytes: refused and counted, the producer never waits.
+        assert!(!sender.push(Frame::new(1, vec![0; 600])));
+        assert_eq!(sender.counters.stats().dropped_queue_full, 1);
+        assert!(sender.counters.take(&rx.recv().unwrap()));
+        // An empty queue takes a frame however large.
+        assert!(sender.push(Frame::new(2, vec![0; 5000])));
     }
 }
