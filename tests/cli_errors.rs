@@ -171,6 +171,14 @@ fn doubtful_settings_are_refused_with_one_line() {
             recording("max_encoder_queue_size = 0"),
             "recording.max_encoder_queue_size: must be",
         ),
+        (
+            recording("max_latency_ms = 10"),
+            "recording.max_latency_ms: must be",
+        ),
+        (
+            recording("max_queue_mb = 0"),
+            "recording.max_queue_mb: must be",
+        ),
         ("stream = []\n".to_owned(), "stream: "),
         (
             CONFIG.replace(

@@ -222,17 +222,12 @@ fn fast_data_streams_are_reserved_for_at_their_real_rate() {
     }
 }
 
-/// Regression test (issue 13 item 10): a recorder too slow for its streams dropped most
-/// frames and said nothing; only the manifest showed it. At stop, one warning line per
-/// stream that dropped frames, with the count and the share.
-#[test]
-fn each_stream_that_dropped_frames_gets_one_warning_at_stop() {
-    // x264 veryslow at 1080p30 falls behind on any machine (at 640x480@50 an idle
-    // 2-core machine kept up and the test proved nothing).
-    let config = r#"
+/// A recorder too slow for one of its streams: x264 veryslow at 1080p30 falls behind on
+/// any machine (at 640x480@50 an idle 2-core machine kept up and the tests proved
+/// nothing).
+const OVERLOAD_CONFIG: &str = r#"
 [recording]
 chunk_length_s = 1.0
-max_encoder_queue_size = 1
 
 [[stream]]
 name = "slow"
@@ -257,7 +252,15 @@ bitrate = 0
 input_pixel_format = "gray16le"
 output_pixel_format = "gray16le"
 "#;
-    let rig = Rig::with_config(config);
+
+/// Regression test (issue 13 item 10): a recorder too slow for its streams dropped most
+/// frames and said nothing; only the manifest showed it. At stop, one warning line per
+/// stream that dropped frames, with the count and the share.
+#[test]
+fn each_stream_that_dropped_frames_gets_one_warning_at_stop() {
+    let config =
+        OVERLOAD_CONFIG.replace("[recording]\n", "[recording]\nmax_encoder_queue_size = 1\n");
+    let rig = Rig::with_config(&config);
     let r = Run::from(
         rig.record_cmd(&rig.config, &rig.spool, &rig.output, "3")
             .output()
@@ -290,4 +293,34 @@ output_pixel_format = "gray16le"
         dropping > 0,
         "nothing dropped: the test proves nothing\n{manifest}"
     );
+}
+
+/// Regression test (issue 12 item 1): frames waited in a 200-frame queue for an encoder
+/// that could not keep up, seconds of them, none durable, so a power cut lost them all.
+/// A frame that can no longer become durable within `max_latency_ms` is shed, counted
+/// as `dropped_overload`, with one warning for the stream.
+#[test]
+fn a_stream_its_encoder_cannot_keep_up_with_sheds_frames_and_warns_once() {
+    let rig = Rig::with_config(OVERLOAD_CONFIG);
+    let r = Run::from(
+        rig.record_cmd(&rig.config, &rig.spool, &rig.output, "3")
+            .output()
+            .expect("run grabd"),
+    );
+    let mkv = finished_file(&r, "overload");
+    let manifest = read_json(&mkv.with_extension("json"));
+    let streams = manifest["streams"].as_array().expect("streams");
+    let slow = streams
+        .iter()
+        .find(|s| s["name"] == "slow")
+        .expect("stream slow in the manifest");
+    let shed = slow["dropped_overload"].as_u64().unwrap_or(0);
+    assert!(shed > 0, "nothing shed for overload:\n{manifest}");
+    let warnings: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains("cannot keep up"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "one warning, got:\n{}", r.stderr);
+    assert!(warnings[0].contains("slow"), "{}", warnings[0]);
 }
