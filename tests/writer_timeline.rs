@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use common::*;
 use grabd::recording::probe::inspect;
-use grabd::recording::{StartChunkCallback, WriterOptions};
+use grabd::recording::{StartChunkCallback, VideoStreamConfig, WriterOptions};
 
 const ALL: [&str; 3] = ["rgb", "depth", "imu"];
 
@@ -341,8 +341,26 @@ fn start_chunk_callback_ids_name_the_chunk_files() {
 /// first ones of each chunk.
 #[test]
 fn b_frames_survive_merge_and_concat() {
-    let rgb = rgb_config().with_option("bf", "2");
-    let mut rig = Rig::start("bframes", rgb_and_imu_specs(rgb), options(1000));
+    assert_b_frames_survive("bframes", rgb_config().with_option("bf", "2"));
+}
+
+/// The same for HEVC (libx265 ultrafast, 3 B-frames, as its preset has by default). One
+/// encoder serves every chunk, so a chunk's packets may decode before the chunk starts.
+#[test]
+fn hevc_b_frames_survive_merge_and_concat() {
+    let hevc = VideoStreamConfig::new(160, 96, 25.0)
+        .and_then(|c| c.with_codec("libx265", "rgb24", "yuv420p"))
+        .expect("libx265 config")
+        .with_option("preset", "ultrafast")
+        .with_option("bf", "3");
+    assert_b_frames_survive("hevc_bframes", hevc);
+}
+
+/// Record 3 s of `rgb` (a codec with B-frames) and imu in 1 s chunks: every chunk holds
+/// exactly its rgb frames, and the final file all of them, decoding without an error
+/// (with error detection on).
+fn assert_b_frames_survive(name: &str, rgb: VideoStreamConfig) {
+    let mut rig = Rig::start(name, rgb_and_imu_specs(rgb), options(1000));
     let frames = 75; // 3 s: 3 chunks
     for i in 0..frames {
         rig.push_all(&["rgb", "imu"], i);

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use ffmpeg_next::{self as ffmpeg, format, Dictionary, Rational};
 
+use super::decode_times::DecodeTimes;
 use super::durable;
 use super::error::{Error, Result};
 use super::media::{
@@ -64,24 +65,38 @@ struct InputTrack {
     stream_index: usize,
     out_index: usize,
     in_tb: Rational,
+    /// The next packet to write, its DTS set.
     head: Option<ffmpeg::Packet>,
-    dts: DtsTrack,
+    /// Packets read ahead until their DTS is known.
+    times: DecodeTimes,
+    /// No more packets will be read (the input ended, or its damage starts).
+    ended: bool,
     /// When salvaging video: every packet is decoded before it is kept, and the track
     /// ends at the first one that does not decode (blocks a failing card never wrote).
     check: Option<DecodeCheck>,
 }
 
 impl InputTrack {
-    /// Read the track's next packet into `head` (`None` at its end or its damage).
+    /// Put the track's next packet into `head` (`None` at its end or its damage).
     fn advance(&mut self, salvage: bool) -> Result<()> {
-        self.head = next_packet_of(&mut self.input, &self.path, self.stream_index, salvage)?;
-        if let (Some(packet), Some(check)) = (&self.head, self.check.as_mut()) {
-            if check.feed(Some(packet)).1 > 0 {
-                tracing::warn!(part = %self.path.display(), "salvage stops at a packet that does not decode");
+        loop {
+            if let Some((_, packet)) = self.times.pop(self.ended) {
+                self.head = Some(packet);
+                return Ok(());
+            }
+            if self.ended {
                 self.head = None;
+                return Ok(());
+            }
+            match next_packet_of(&mut self.input, &self.path, self.stream_index, salvage)? {
+                Some(packet) if self.check.as_mut().map_or(0, |c| c.feed(Some(&packet)).1) > 0 => {
+                    tracing::warn!(part = %self.path.display(), "salvage stops at a packet that does not decode");
+                    self.ended = true;
+                }
+                Some(packet) => self.times.push(0, packet),
+                None => self.ended = true,
             }
         }
-        Ok(())
     }
 }
 
@@ -158,6 +173,7 @@ pub fn merge_stream_files(
                 .stream(stream_index)
                 .ok_or_else(|| bad_file(path, "stream vanished"))?;
             let in_tb = stream.time_base();
+            let times = DecodeTimes::new([stream.parameters().medium()]);
             let check = if salvage {
                 DecodeCheck::for_stream(&stream, path)?
             } else {
@@ -170,7 +186,8 @@ pub fn merge_stream_files(
                 out_index: tracks.len(),
                 in_tb,
                 head: None,
-                dts: DtsTrack::default(),
+                times,
+                ended: false,
                 check,
             };
             // Read ahead to the first packet: a track without one is left out.
@@ -223,11 +240,6 @@ pub fn merge_stream_files(
             };
             track.advance(salvage)?;
             packet.rescale_ts(track.in_tb, out_tbs[track.out_index]);
-            let Some(dts) = track.dts.next(packet.pts(), packet.dts()) else {
-                tracing::warn!(part = %track.path.display(), "dropping a packet that decodes after it is shown");
-                continue;
-            };
-            packet.set_dts(Some(dts));
             packet.set_stream(track.out_index);
             packet.set_position(-1);
             packet
@@ -311,29 +323,6 @@ fn add_copy_stream(
     Ok(())
 }
 
-/// Keeps one track's decode timestamps non-decreasing across files. Matroska stores no
-/// DTS: read back, packets of a B-frame stream have none (or, after stream probing, a
-/// guess for all but the first), so a missing DTS continues from the last one, and none
-/// may go back in time or past its packet's PTS. Matroska keeps only the PTS, so this
-/// changes nothing in the files but what the muxer checks.
-#[derive(Debug, Clone, Copy, Default)]
-struct DtsTrack {
-    last: Option<i64>,
-}
-
-impl DtsTrack {
-    /// The DTS to write (in the output time base), or `None` to drop the packet.
-    fn next(&mut self, pts: Option<i64>, dts: Option<i64>) -> Option<i64> {
-        let dts = dts.or(self.last).or(pts)?;
-        let dts = self.last.map_or(dts, |last| dts.max(last));
-        if pts.is_some_and(|p| dts > p) {
-            return None;
-        }
-        self.last = Some(dts);
-        Some(dts)
-    }
-}
-
 /// A recording's final file growing chunk by chunk: tracks are declared from template
 /// chunks up front, chunks are appended as they are finished, and only `finish` makes
 /// the file visible under its name (durably). Until then it is a `*.tmp` that recovery
@@ -347,8 +336,9 @@ pub struct ConcatWriter {
     /// Per track, in output order: what the manifest will state.
     facts: Vec<TrackFacts>,
     origin_unix_us: Option<i64>,
-    /// Per track, the decode timestamps written so far.
-    dts: Vec<DtsTrack>,
+    /// Every track's packets, held until their decode times are known (they are in
+    /// no chunk: Matroska stores none). Kept across chunks, so they never go back.
+    times: DecodeTimes,
     /// Hashes the file's blocks as they are appended (see [`BlockHasher`]).
     hasher: BlockHasher,
 }
@@ -383,6 +373,7 @@ impl ConcatWriter {
         octx.set_metadata(tags);
         let mut names: Vec<String> = Vec::new();
         let mut facts = Vec::new();
+        let mut media = Vec::new();
         for template in templates {
             let input = open_for_copy(template)?;
             for stream in input.streams() {
@@ -390,6 +381,7 @@ impl ConcatWriter {
                     .ok_or_else(|| bad_file(template, "a track has no grabd stream tag"))?;
                 if !names.contains(&name) {
                     add_copy_stream(&mut octx, &stream)?;
+                    media.push(stream.parameters().medium());
                     facts.push(TrackFacts {
                         name: name.clone(),
                         kind: medium_name(stream.parameters().medium()).to_owned(),
@@ -420,7 +412,7 @@ impl ConcatWriter {
             tracks,
             facts,
             origin_unix_us,
-            dts: vec![DtsTrack::default(); names.len()],
+            times: DecodeTimes::new(media),
             hasher: BlockHasher::new(header_bytes),
         })
     }
@@ -443,25 +435,38 @@ impl ConcatWriter {
             };
             map.push((out_index, stream.time_base(), out_tb));
         }
-        let octx = self
-            .octx
-            .as_mut()
-            .ok_or_else(|| bad_file(&self.tmp, "already finished"))?;
         while let Some(mut packet) = read_packet(&mut input, chunk, salvage)? {
             let Some(&(out_index, in_tb, out_tb)) = map.get(packet.stream()) else {
                 continue;
             };
             let shift = |t: i64| rescale(rescale(t, in_tb, MICROS) + offset_us, MICROS, out_tb);
-            let pts = packet.pts().map(shift);
-            let Some(dts) = self.dts[out_index].next(pts, packet.dts().map(shift)) else {
-                tracing::warn!(chunk = %chunk.display(), "dropping a packet that decodes after it is shown");
-                continue;
-            };
-            packet.set_pts(pts);
-            packet.set_dts(Some(dts));
+            packet.set_pts(packet.pts().map(shift));
+            packet.set_dts(None);
             packet.set_duration(rescale(packet.duration(), in_tb, out_tb));
             packet.set_stream(out_index);
             packet.set_position(-1);
+            self.times.push(out_index, packet);
+            self.write_ready(false)?;
+        }
+        // The chunk's last packets: the next chunk starts on a keyframe, so none of its
+        // packets is shown before them.
+        self.write_ready(true)?;
+        // What was just written is in the page cache: hash it now, not at stop.
+        self.hasher.catch_up(&self.tmp)
+    }
+
+    /// Write the held packets whose decode times are known (all of them with `at_end`).
+    fn write_ready(&mut self, at_end: bool) -> Result<()> {
+        let octx = self
+            .octx
+            .as_mut()
+            .ok_or_else(|| bad_file(&self.tmp, "already finished"))?;
+        while let Some((out_index, packet)) = self.times.pop(at_end) {
+            let out_tb = octx
+                .stream(out_index)
+                .ok_or_else(|| bad_file(&self.tmp, "stream vanished"))?
+                .time_base();
+            let pts = packet.pts();
             packet
                 .write(octx)
                 .map_err(|e| Error::media(format!("write {}", self.tmp.display()), e))?;
@@ -471,8 +476,7 @@ impl ConcatWriter {
                 track.last_pts_us = Some(track.last_pts_us.map_or(pts, |l| l.max(pts)));
             }
         }
-        // What was just written is in the page cache: hash it now, not at stop.
-        self.hasher.catch_up(&self.tmp)
+        Ok(())
     }
 
     /// fsync what has been appended so far, so that finishing has only the last chunk
@@ -585,22 +589,4 @@ pub fn merge_recording_chunks(
         writer.append(chunk, mode)?;
     }
     writer.finish().map(Some)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::DtsTrack;
-
-    #[test]
-    fn dts_continues_where_the_demuxer_has_none() {
-        // B-frame stream read back from Matroska: first two packets lack DTS.
-        let mut t = DtsTrack::default();
-        assert_eq!(t.next(Some(1000), None), Some(1000));
-        assert_eq!(t.next(Some(1120), None), Some(1000));
-        assert_eq!(t.next(Some(1040), Some(1000)), Some(1000));
-        assert_eq!(t.next(Some(1080), Some(1040)), Some(1040));
-        // Never backwards, never after the packet's PTS.
-        assert_eq!(t.next(Some(1200), Some(900)), Some(1040));
-        assert_eq!(t.next(Some(1000), Some(1100)), None);
-    }
 }

@@ -14,6 +14,7 @@
 //! - [`durable`]: the only way files that must survive are written.
 //! - [`probe`]: reading files back to check every claim.
 
+mod decode_times;
 pub mod durable;
 pub mod encoder;
 mod error;
