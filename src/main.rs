@@ -193,24 +193,29 @@ fn run(cli: Cli) -> Result<ExitCode> {
             for e in &outcome.errors {
                 eprintln!("grabd: warning: {e}");
             }
-            match (&outcome.finished, &outcome.reason) {
-                (Some(finished), grabd::runtime::StopReason::StorageFull) => {
+            let failure = outcome.failure();
+            match (&outcome.finished, &outcome.reason, failure) {
+                (Some(finished), grabd::runtime::StopReason::StorageFull, None) => {
                     eprintln!(
                         "grabd: storage nearly full: stopped early and finished the recording"
                     );
                     say!("{}", finished.mkv.display());
                     Ok(ExitCode::from(2))
                 }
-                (Some(finished), grabd::runtime::StopReason::Failed(why)) => {
+                (Some(finished), _, Some(why)) => {
                     eprintln!("grabd: {why}: stopped and finished the recording");
                     say!("{}", finished.mkv.display());
                     Ok(ExitCode::from(2))
                 }
-                (Some(finished), _) => {
+                (Some(finished), _, None) => {
                     say!("{}", finished.mkv.display());
                     Ok(ExitCode::SUCCESS)
                 }
-                (None, _) => {
+                (None, _, Some(why)) => {
+                    eprintln!("grabd: {why}; no frame was recorded, nothing written");
+                    Ok(ExitCode::from(2))
+                }
+                (None, _, None) => {
                     eprintln!("grabd: no frame was recorded; nothing written");
                     Ok(ExitCode::SUCCESS)
                 }

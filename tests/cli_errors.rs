@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::cli::{assert_config_refused, grabd, Rig, CONFIG};
+use common::cli::{assert_config_refused, grabd, verify, Rig, Run, CONFIG};
 
 /// `FILE:LINE:COL` of the first `needle` in `text` (1-based, as editors count).
 fn position(text: &str, needle: &str) -> String {
@@ -262,4 +262,135 @@ fn relative_spool_and_output_work() {
     let mkv = rig.root.join(r.last_line().expect("the final path"));
     assert!(mkv.starts_with(rig.root.join("out/recordings")), "{mkv:?}");
     common::cli::verify(&mkv);
+}
+
+/// The test config with its rgb camera changed by `(from, to)` replacements.
+fn rgb_changed(changes: &[(&str, &str)]) -> String {
+    changes.iter().fold(CONFIG.to_owned(), |text, (from, to)| {
+        assert!(text.contains(from), "{from:?} is not in the test config");
+        text.replacen(from, to, 1)
+    })
+}
+
+/// Issue 13 item 2: an encoder that refuses to open is named with libav's own reason,
+/// on grabd's one line (libav prints nothing of its own); what can be checked before
+/// opening is (chroma-subsampled sizes, x264 presets). mpeg4, which cannot take
+/// microseconds, gets a time base it takes and records.
+#[test]
+fn encoder_refusals_give_libavs_reason_in_one_line() {
+    for (changes, needle) in [
+        (
+            &[
+                ("width = 160", "width = 63"),
+                ("height = 100", "height = 65"),
+            ][..],
+            "stream \"rgb\".width: 63 is not a multiple of 2, which yuv420p needs",
+        ),
+        (
+            &[("width = 160", "width = 1"), ("height = 100", "height = 1")],
+            "stream \"rgb\".width: 1 is not a multiple of 2",
+        ),
+        (
+            &[
+                ("width = 160", "width = 16384"),
+                ("height = 100", "height = 16384"),
+            ],
+            "open encoder libx264: Picture size 16384x16384 is invalid",
+        ),
+        (
+            &[("preset = \"ultrafast\"", "preset = \"warp9\"")],
+            "stream \"rgb\".options: libx264 has no preset \"warp9\"",
+        ),
+        (
+            &[("g = \"25\"", "g = \"banana\"")],
+            "Unable to parse option value \"banana\"",
+        ),
+        (
+            &[
+                ("codec = \"libx264\"", "codec = \"mjpeg\""),
+                (
+                    "options = { preset = \"ultrafast\", bf = \"0\", g = \"25\" }",
+                    "",
+                ),
+            ],
+            "open encoder mjpeg: Non full-range YUV is non-standard",
+        ),
+    ] {
+        assert_config_refused(Some(rgb_changed(changes).as_bytes()), None, needle);
+    }
+
+    let rig = Rig::with_config(&rgb_changed(&[
+        ("codec = \"libx264\"", "codec = \"mpeg4\""),
+        (
+            "options = { preset = \"ultrafast\", bf = \"0\", g = \"25\" }",
+            "",
+        ),
+    ]));
+    let r = rig.run_record("1.5");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let report = verify(std::path::Path::new(
+        r.last_line().expect("the file's path"),
+    ));
+    assert_eq!(report["ok"], true, "{report}");
+    let rgb = &report["streams"][0];
+    assert_eq!(rgb["name"], "rgb", "{report}");
+    assert!(rgb["frames_decoded"].as_u64().unwrap() >= 25, "{report}");
+}
+
+/// Issue 13 item 3: what passed the start-up check and then failed on the first frame
+/// ("no frame was recorded; nothing written", exit 0) is refused up front: one line,
+/// exit 2, nothing created.
+#[test]
+fn first_frame_failures_are_refused_up_front() {
+    for (changes, needle) in [
+        (
+            &[
+                ("codec = \"libx264\"", "codec = \"rawvideo\""),
+                (
+                    "output_pixel_format = \"yuv420p\"",
+                    "output_pixel_format = \"rgb24\"",
+                ),
+                (
+                    "options = { preset = \"ultrafast\", bf = \"0\", g = \"25\" }",
+                    "",
+                ),
+            ][..],
+            "stream \"rgb\": Matroska cannot hold rawvideo: Raw RGB is not supported",
+        ),
+        (
+            &[
+                ("width = 160", "width = 63"),
+                ("codec = \"libx264\"", "codec = \"ffv1\""),
+                (
+                    "input_pixel_format = \"rgb24\"",
+                    "input_pixel_format = \"yuyv422\"",
+                ),
+                (
+                    "output_pixel_format = \"yuv420p\"",
+                    "output_pixel_format = \"yuv422p\"",
+                ),
+                (
+                    "options = { preset = \"ultrafast\", bf = \"0\", g = \"25\" }",
+                    "",
+                ),
+            ],
+            "stream \"rgb\".width: 63 is not a multiple of 2, which yuyv422 needs",
+        ),
+    ] {
+        assert_config_refused(Some(rgb_changed(changes).as_bytes()), None, needle);
+    }
+
+    // A spool whose name is not UTF-8 (ffmpeg-next's path handling panicked on it in
+    // every encoder thread).
+    use std::os::unix::ffi::OsStrExt;
+    let rig = Rig::new();
+    let spool = rig.root.join(std::ffi::OsStr::from_bytes(b"spool-\xff"));
+    let r = Run::from(
+        rig.record_cmd(&rig.config, &spool, &rig.output, "1")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.one_line_error().contains("is not UTF-8"), "{}", r.stderr);
+    assert!(!spool.exists() && !rig.output.exists(), "{}", r.stderr);
 }

@@ -9,7 +9,8 @@ use ffmpeg_next::{self as ffmpeg, codec, encoder, software::scaling, Dictionary}
 
 use super::error::{Error, Result};
 use super::in_band_headers::{self, InBandHeaders};
-use super::media::{ensure_init, fill_frame_from_packed, MICROS};
+use super::libav_log;
+use super::media::{ensure_init, fill_frame_from_packed, rescale, MICROS};
 use super::stream_config::{parse_pixel_format, DataStreamConfig, StreamConfig, VideoStreamConfig};
 
 /// What a part writer needs to declare a track for an encoder's packets.
@@ -29,6 +30,11 @@ pub struct VideoStreamEncoder {
     /// Present only when the input pixel format differs from the encoder's.
     converter: Option<Converter>,
     last_pts: Option<i64>,
+    /// The encoder's own time base: microseconds, unless the codec cannot take them
+    /// ([`encoder_time_base`]). Packets leave [`encode`](Self::encode) in microseconds.
+    time_base: ffmpeg::Rational,
+    /// The last PTS handed to the encoder, in its own time base.
+    last_encoder_pts: Option<i64>,
     honours_forced_keyframes: bool,
     /// Present when the encoder sends its parameter sets in-band (no extradata).
     in_band_headers: Option<InBandHeaders>,
@@ -54,6 +60,35 @@ unsafe impl Send for Converter {}
 const FORCED_KEYFRAME_ENCODERS: &[&str] = &["libx264", "libx265", "h264_v4l2m2m", "hevc_v4l2m2m"];
 const FORCED_IDR_OPTION: &str = "forced-idr";
 
+/// Encoders whose time base denominator must fit 16 bits (MPEG-4 part 2 and its
+/// H.263 family): they refuse microseconds ("timebase 1/1000000 not supported").
+const SIXTEEN_BIT_TIME_BASE_ENCODERS: &[&str] = &["mpeg4", "h263", "h263p", "msmpeg4", "msmpeg4v2"];
+
+/// The time base an encoder is opened with. Matroska stores whole milliseconds, so an
+/// encoder that cannot take microseconds loses nothing the file would keep with them.
+fn encoder_time_base(codec: &str) -> ffmpeg::Rational {
+    if SIXTEEN_BIT_TIME_BASE_ENCODERS.contains(&codec) {
+        ffmpeg::Rational(1, 1000)
+    } else {
+        MICROS
+    }
+}
+
+/// x264's and x265's presets (`x264 --help`): an unknown one is refused by the library
+/// itself, on its own stderr line, before libav's log sees it, so grabd names it first.
+pub(crate) const X26X_PRESETS: &[&str] = &[
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
+];
+
 impl VideoStreamEncoder {
     pub fn new(config: &VideoStreamConfig) -> Result<Self> {
         config.validate()?;
@@ -70,7 +105,8 @@ impl VideoStreamEncoder {
         video.set_width(config.width);
         video.set_height(config.height);
         video.set_format(output_format);
-        video.set_time_base(MICROS);
+        let time_base = encoder_time_base(codec.name());
+        video.set_time_base(time_base);
         video.set_frame_rate(Some(ffmpeg::Rational::from(config.fps)));
         if config.bitrate > 0 {
             video.set_bit_rate(usize::try_from(config.bitrate).unwrap_or(usize::MAX));
@@ -133,6 +169,8 @@ impl VideoStreamEncoder {
             input: ffmpeg::frame::Video::new(input_format, config.width, config.height),
             converter,
             last_pts: None,
+            time_base,
+            last_encoder_pts: None,
             honours_forced_keyframes,
             in_band_headers,
             name: config.codec.clone(),
@@ -148,7 +186,13 @@ impl VideoStreamEncoder {
     /// Open (and drop) an encoder for `config`: catches what only the codec can judge,
     /// such as unknown or invalid codec options, before any file exists.
     pub fn check(config: &VideoStreamConfig) -> Result<()> {
-        Self::new(config).map(drop)
+        let encoder = Self::new(config)?;
+        // An encoder with in-band headers has its track's extradata only after a frame.
+        if encoder.in_band_headers.is_none() {
+            let spec = encoder.track_spec()?;
+            super::media::check_matroska_takes(&config.codec, spec.parameters, spec.time_base)?;
+        }
+        Ok(())
     }
 
     /// The track for this encoder's packets. For an encoder that sends its parameter
@@ -190,7 +234,12 @@ impl VideoStreamEncoder {
             }
             None => &mut self.input,
         };
-        frame.set_pts(Some(pts_us));
+        // In a coarser time base two frames may round to one tick: keep them apart.
+        let mut pts = rescale(pts_us, MICROS, self.time_base);
+        if let Some(last) = self.last_encoder_pts {
+            pts = pts.max(last + 1);
+        }
+        frame.set_pts(Some(pts));
         // The frame is reused: clear the mark as well as set it.
         frame.set_kind(if keyframe {
             ffmpeg::picture::Type::I
@@ -201,6 +250,7 @@ impl VideoStreamEncoder {
             .send_frame(frame)
             .map_err(|e| Error::media("send frame to encoder", e))?;
         self.last_pts = Some(pts_us);
+        self.last_encoder_pts = Some(pts);
         self.drain()
     }
 
@@ -217,7 +267,10 @@ impl VideoStreamEncoder {
         loop {
             let mut packet = ffmpeg::Packet::empty();
             match self.encoder.receive_packet(&mut packet) {
-                Ok(()) => packets.extend(self.without_in_band_headers(packet)?),
+                Ok(()) => {
+                    packet.rescale_ts(self.time_base, MICROS);
+                    packets.extend(self.without_in_band_headers(packet)?);
+                }
                 Err(ffmpeg::Error::Eof) => break,
                 Err(ffmpeg::Error::Other { errno }) if errno == libc_eagain() => break,
                 Err(e) => return Err(Error::media("receive packet from encoder", e)),
@@ -262,14 +315,14 @@ fn open_checked(
     // SAFETY: the context and codec pointers are valid and owned by `video`/`codec`;
     // avcodec_open2 takes the dictionary and leaves in it the options it did not use,
     // which we take back into an owned Dictionary that frees it.
-    let (ret, leftover) = unsafe {
+    let ((ret, leftover), libav_says) = libav_log::capture(|| unsafe {
         let mut raw = options.disown();
         let ret = ffmpeg::ffi::avcodec_open2(video.as_mut_ptr(), codec.as_ptr(), &mut raw);
         (ret, Dictionary::own(raw))
-    };
+    });
     if ret < 0 {
         return Err(Error::media(
-            format!("open encoder {name}"),
+            libav_log::with_reason(format!("open encoder {name}"), &libav_says),
             ffmpeg::Error::from(ret),
         ));
     }

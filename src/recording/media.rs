@@ -131,9 +131,25 @@ impl Default for MuxerSettings {
     }
 }
 
+/// Why a path libavformat cannot take is refused.
+pub const NOT_UTF8: &str = "the name is not UTF-8, and libavformat takes only UTF-8 file names";
+
+/// ffmpeg-next hands libavformat file names as UTF-8 C strings and panics on any other
+/// name: refuse such a path with an error instead (every open here checks it first).
+pub fn check_utf8_path(path: &Path) -> Result<()> {
+    match path.to_str() {
+        Some(_) => Ok(()),
+        None => Err(Error::BadFile {
+            path: path.to_owned(),
+            reason: NOT_UTF8.into(),
+        }),
+    }
+}
+
 /// Create a Matroska output at `path` (whatever its extension).
 pub fn create_mkv(path: &Path) -> Result<format::context::Output> {
     ensure_init();
+    check_utf8_path(path)?;
     format::output_as(&path, "matroska")
         .map_err(|e| Error::media(format!("create {}", path.display()), e))
 }
@@ -169,9 +185,46 @@ pub fn write_mkv_header(
     Ok(())
 }
 
+/// Add a track of `parameters` to a Matroska output, with the codec tag left to the
+/// muxer (a tag from another container may not be valid in Matroska).
+pub fn add_track(
+    octx: &mut format::context::Output,
+    parameters: ffmpeg::codec::Parameters,
+    time_base: Rational,
+) -> Result<format::stream::StreamMut<'_>> {
+    let mut stream = octx
+        .add_stream(ffmpeg::encoder::find(ffmpeg::codec::Id::None))
+        .map_err(|e| Error::media("add stream", e))?;
+    stream.set_parameters(parameters);
+    stream.set_time_base(time_base);
+    // SAFETY: the stream was just created and its codecpar is valid.
+    unsafe { (*(*stream.as_mut_ptr()).codecpar).codec_tag = 0 };
+    Ok(stream)
+}
+
+/// Whether Matroska can hold a track of `parameters` (it cannot hold raw RGB, for one):
+/// its header is written to /dev/null, so the refusal comes before any file exists.
+pub fn check_matroska_takes(
+    codec: &str,
+    parameters: ffmpeg::codec::Parameters,
+    time_base: Rational,
+) -> Result<()> {
+    let null = Path::new("/dev/null");
+    let mut octx = create_mkv(null)?;
+    add_track(&mut octx, parameters, time_base)?;
+    let (written, libav_says) = super::libav_log::capture(|| octx.write_header());
+    written.map(drop).map_err(|e| {
+        Error::media(
+            super::libav_log::with_reason(format!("Matroska cannot hold {codec}"), &libav_says),
+            e,
+        )
+    })
+}
+
 /// Open a file for reading packets.
 pub fn open_input(path: &Path) -> Result<format::context::Input> {
     ensure_init();
+    check_utf8_path(path)?;
     format::input(&path).map_err(|e| Error::media(format!("open {}", path.display()), e))
 }
 

@@ -13,6 +13,7 @@
 //! - [`spool`]: every file name, marker and lock of a recording.
 //! - [`durable`]: the only way files that must survive are written.
 //! - [`probe`]: reading files back to check every claim.
+//! - `libav_log`: libav's own reason for a refusal, caught into grabd's one error line.
 
 mod decode_times;
 pub mod durable;
@@ -22,6 +23,7 @@ pub mod events;
 mod faults;
 pub mod finalizer;
 mod in_band_headers;
+mod libav_log;
 pub mod manifest;
 pub mod media;
 pub mod merge;

@@ -112,11 +112,7 @@ impl PartWriter {
         }
         octx.set_metadata(tags);
         {
-            let mut stream = octx
-                .add_stream(ffmpeg::encoder::find(ffmpeg::codec::Id::None))
-                .map_err(|e| Error::media("add stream", e))?;
-            stream.set_parameters(spec.parameters);
-            stream.set_time_base(spec.time_base);
+            let mut stream = super::media::add_track(&mut octx, spec.parameters, spec.time_base)?;
             let mut meta = Dictionary::new();
             meta.set("title", &self.stream_name);
             for (k, v) in &self.track_tags {
@@ -125,8 +121,6 @@ impl PartWriter {
             // Set last: the user's tags (a TITLE) must not change which stream this is.
             meta.set(super::media::TAG_STREAM, &self.stream_name);
             stream.set_metadata(meta);
-            // SAFETY: the stream was just created and its codecpar is valid.
-            unsafe { (*(*stream.as_mut_ptr()).codecpar).codec_tag = 0 };
         }
         write_mkv_header(&mut octx, &self.path, self.settings.intermediate())?;
         let out_time_base = octx

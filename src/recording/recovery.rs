@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use super::durable;
 use super::error::Result;
 use super::manifest::{read_manifest, write_manifest, Manifest, Session};
-use super::media::MuxerSettings;
+use super::media::{self, MuxerSettings};
 use super::merge::{
     merge_recording_chunks, merge_stream_files, parts_in_chunk, FileFacts, ReadMode,
 };
@@ -65,6 +65,8 @@ pub fn recover_spool(spool: &Path, output: &Path, muxer: MuxerSettings) -> Resul
     if !spool.is_dir() {
         return Ok(report);
     }
+    media::check_utf8_path(spool)?;
+    media::check_utf8_path(output)?;
     durable::create_dir_all(output)?;
     // Claim the folders no recorder holds, under the spool lock; finish them after it.
     let mut claimed = Vec::new();

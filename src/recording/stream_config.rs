@@ -115,6 +115,26 @@ impl VideoStreamConfig {
             .map_err(|e| e.for_field("input_pixel_format"))?;
         let output = parse_pixel_format(&self.output_pixel_format)
             .map_err(|e| e.for_field("output_pixel_format"))?;
+        for (field, format_name) in [
+            ("input_pixel_format", &self.input_pixel_format),
+            ("output_pixel_format", &self.output_pixel_format),
+        ] {
+            let format = parse_pixel_format(format_name).map_err(|e| e.for_field(field))?;
+            check_chroma_multiple(format, format_name, self.width, self.height)?;
+        }
+        if let Some(preset) = self.stream_options.get("preset") {
+            let x26x = matches!(self.codec.as_str(), "libx264" | "libx265");
+            if x26x && !super::encoder::X26X_PRESETS.contains(&preset.as_str()) {
+                return bad(
+                    "options",
+                    format!(
+                        "{} has no preset {preset:?} (it has {})",
+                        self.codec,
+                        super::encoder::X26X_PRESETS.join(", ")
+                    ),
+                );
+            }
+        }
         let Some(codec) = encoder::find_by_name(&self.codec) else {
             return bad("codec", format!("unknown encoder {:?}", self.codec));
         };
@@ -141,6 +161,30 @@ impl VideoStreamConfig {
         let format = parse_pixel_format(&self.input_pixel_format)?;
         super::media::packed_frame_size(format, self.width, self.height)
     }
+}
+
+/// A subsampled chroma plane needs the picture to span whole chroma samples: 4:2:0
+/// (and packed 4:2:2 such as yuyv422) frames of odd size cannot be encoded or even laid
+/// out, and libav says so only in its log.
+fn check_chroma_multiple(format: Pixel, name: &str, width: u32, height: u32) -> Result<()> {
+    let Some(descriptor) = format.descriptor() else {
+        return Ok(());
+    };
+    for (field, size, log2) in [
+        ("width", width, descriptor.log2_chroma_w()),
+        ("height", height, descriptor.log2_chroma_h()),
+    ] {
+        let multiple = 1u32 << log2;
+        if size % multiple != 0 {
+            return Err(Error::InvalidSetting {
+                field,
+                message: format!(
+                    "{size} is not a multiple of {multiple}, which {name} needs (its chroma is subsampled)"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A data track (IMU and other sensors) stored as a Matroska subtitle track: Matroska

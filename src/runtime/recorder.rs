@@ -163,6 +163,26 @@ pub fn record(
     })
 }
 
+impl Outcome {
+    /// Why this recording failed, if it did: a source or stream failed, or a stream
+    /// could encode none of its frames (a camera that sends frames of the wrong size).
+    /// A failed recording exits non-zero even when it finished a file.
+    pub fn failure(&self) -> Option<String> {
+        if let StopReason::Failed(why) = &self.reason {
+            return Some(why.clone());
+        }
+        self.stats
+            .iter()
+            .find(|s| s.frames_encoded == 0 && s.dropped_invalid > 0)
+            .map(|s| {
+                format!(
+                    "stream {} could encode none of its {} frames (wrong size or empty)",
+                    s.name, s.dropped_invalid
+                )
+            })
+    }
+}
+
 /// One warning line per stream that lost frames, with how many and what share: an
 /// overloaded recorder must not pass in silence (the manifest has the details).
 fn warn_about_drops(stats: &[StreamStats]) {
@@ -337,4 +357,50 @@ fn run_imu(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(reason: StopReason, stats: Vec<StreamStats>) -> Outcome {
+        Outcome {
+            finished: None,
+            reason,
+            stats,
+            errors: Vec::new(),
+        }
+    }
+
+    fn stream(name: &str, encoded: u64, invalid: u64) -> StreamStats {
+        StreamStats {
+            name: name.into(),
+            frames_encoded: encoded,
+            dropped_invalid: invalid,
+            ..Default::default()
+        }
+    }
+
+    /// Issue 13 item 3: a stream that failed, or that could encode none of its frames,
+    /// is a failed recording (the CLI exits 2), with the stream named.
+    #[test]
+    fn a_failed_or_wholly_refused_stream_fails_the_recording() {
+        let failed = outcome(StopReason::Failed("stream rgb failed".into()), vec![]);
+        assert_eq!(failed.failure().as_deref(), Some("stream rgb failed"));
+
+        let refused = outcome(
+            StopReason::Duration,
+            vec![stream("rgb", 0, 27), stream("imu", 50, 0)],
+        );
+        let why = refused.failure().expect("a failure");
+        assert!(why.contains("stream rgb") && why.contains("27"), "{why}");
+
+        // Some bad frames among good ones are counted drops, not a failure; nor is a
+        // recording stopped before any frame came.
+        let fine = outcome(
+            StopReason::Signal,
+            vec![stream("rgb", 40, 2), stream("imu", 0, 0)],
+        );
+        assert_eq!(fine.failure(), None);
+    }
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::config::{Batching, SourceSpec, StreamSpec};
-use crate::recording::{durable, StreamConfig};
+use crate::recording::{durable, media, StreamConfig};
 use crate::sensors::{encode_batch, ImuSample, SyntheticImu};
 
 #[derive(Debug, thiserror::Error)]
@@ -98,9 +98,21 @@ pub fn remove_created(created: &[PathBuf]) {
     }
 }
 
+/// A folder whose name libavformat cannot take ([`media::check_utf8_path`]).
+fn check_utf8(dir: &Path) -> Result<(), StorageError> {
+    match dir.to_str() {
+        Some(_) => Ok(()),
+        None => Err(StorageError::Unusable {
+            dir: dir.display().to_string(),
+            reason: media::NOT_UTF8.into(),
+        }),
+    }
+}
+
 /// What can be known of `dir` without creating it: the file system that will hold it
 /// (the nearest existing ancestor) is writable and has `min_free`.
 fn check_room(dir: &Path, min_free: u64) -> Result<(), StorageError> {
+    check_utf8(dir)?;
     let name = dir.display().to_string();
     let mut base = dir;
     loop {
