@@ -554,7 +554,7 @@ fn record_prints_the_final_path_and_a_true_manifest() {
     );
 }
 
-/// Ids are unique to the millisecond, with a suffix when the name is taken: every id
+/// Ids are unique to the millisecond and sort after every id already there: every id
 /// of the next seconds is claimed in advance (as a recording folder in the spool, then
 /// as a finished file in the output), and concurrent recorders share one spool. The
 /// claims go to a tmpfs where there is one: a loaded disk makes fewer than a thousand
@@ -593,10 +593,11 @@ fn recording_ids_are_unique_within_a_millisecond() {
         let mkv = PathBuf::from(r.last_line().unwrap());
         let id = mkv.file_stem().unwrap().to_string_lossy().into_owned();
         assert!(!claimed.contains(&id), "took a claimed id {id}");
-        let (base, n) = id.rsplit_once('-').unwrap();
+        assert!(looks_like_id(&id) && id.len() == 24, "{id}");
+        let latest = claimed.last().unwrap();
         assert!(
-            claimed.contains(base) && n.parse::<u32>().is_ok_and(|n| n >= 1),
-            "expected a suffixed id, got {id}"
+            &id > latest && format!("{id}.mkv") > format!("{latest}.mkv"),
+            "{id} must sort after every id there (the latest is {latest})"
         );
         verify(&mkv);
         // The claimed names are untouched.
@@ -680,4 +681,88 @@ fn concurrent_recorders_in_one_spool_all_finish_with_distinct_ids() {
     }
     assert_eq!(ids.len(), 4, "{ids:?}");
     assert_eq!(entries(&rig.output).len(), 8, "{:?}", entries(&rig.output));
+}
+
+/// libfaketime, which moves the wall clock of one process (scripts/deps installs it).
+fn faketime_lib() -> PathBuf {
+    let arch = std::env::consts::ARCH;
+    PathBuf::from(format!(
+        "/usr/lib/{arch}-linux-gnu/faketime/libfaketimeMT.so.1"
+    ))
+}
+
+/// Issue 13 item 9: the wall clock steps back an hour mid-recording (NTP arriving on a
+/// board without an RTC; libfaketime steps grabd's clock only, never the monotonic one).
+/// The manifest keeps `stopped_at` after `started_at` with the monotonic duration and
+/// says the clock stepped; the next recording, made while the clock is still behind,
+/// gets an id that sorts after the previous one.
+#[test]
+fn a_wall_clock_stepped_back_keeps_times_and_ids_in_order() {
+    let faketime = faketime_lib();
+    assert!(
+        faketime.exists(),
+        "{} missing: scripts/deps installs libfaketime",
+        faketime.display()
+    );
+    let rig = Rig::new();
+    let offset = rig.root.join("faketime");
+    fs::write(&offset, "+0\n").unwrap();
+    let record = |duration: &str| {
+        let mut cmd = rig.record_cmd(&rig.config, &rig.spool, &rig.output, duration);
+        cmd.env("LD_PRELOAD", &faketime)
+            .env("FAKETIME_TIMESTAMP_FILE", &offset)
+            .env("FAKETIME_CACHE_DURATION", "1")
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    };
+
+    let mut child = record("4").spawn().unwrap();
+    let known = entries(&rig.spool)
+        .into_iter()
+        .map(PathBuf::from)
+        .collect::<Vec<_>>();
+    let (_, started) = wait_new_dir(&rig.spool, &known, &mut child);
+    while started.elapsed() < Duration::from_millis(1500) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fs::write(&offset, "-3600\n").unwrap();
+    let stepped = Run::from(child.wait_with_output().unwrap());
+    assert_eq!(stepped.code, 0, "{}", stepped.stderr);
+    let mkv = PathBuf::from(stepped.last_line().unwrap());
+    let manifest = read_json(&mkv.with_extension("json"));
+    let at = |key: &str| {
+        let text = manifest[key].as_str().unwrap().to_owned();
+        humantime::parse_rfc3339(&text).unwrap()
+    };
+    let (started_at, stopped_at) = (at("started_at"), at("stopped_at"));
+    let span = stopped_at
+        .duration_since(started_at)
+        .unwrap_or_else(|_| panic!("stopped_at is before started_at: {manifest}"));
+    let duration = manifest["duration_s"].as_f64().unwrap();
+    assert!(
+        (span.as_secs_f64() - duration).abs() < 0.5 && duration > 3.0,
+        "stopped_at - started_at = {span:?}, duration_s = {duration}: {manifest}"
+    );
+    let step = manifest["clock_stepped_s"]
+        .as_f64()
+        .expect("clock_stepped_s");
+    assert!((step + 3600.0).abs() < 5.0, "clock_stepped_s = {step}");
+
+    // The clock is still an hour behind for the next recording.
+    let next = Run::from(record("1").output().unwrap());
+    assert_eq!(next.code, 0, "{}", next.stderr);
+    let next_mkv = PathBuf::from(next.last_line().unwrap());
+    assert!(
+        next_mkv.file_name() > mkv.file_name(),
+        "{} must sort after {}",
+        next_mkv.display(),
+        mkv.display()
+    );
+    let next_manifest = read_json(&next_mkv.with_extension("json"));
+    assert!(
+        next_manifest["clock_stepped_s"].is_null(),
+        "{next_manifest}"
+    );
 }

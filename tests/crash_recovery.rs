@@ -815,6 +815,7 @@ fn recover_leaves_nothing_for_recordings_without_frames() {
             streams: Vec::new(),
             software_version: "test".into(),
             stopped_unix_us: None,
+            clock_step_us: None,
             stats: Vec::new(),
         }
         .write(dir)

@@ -24,6 +24,10 @@ pub struct Session {
     /// Set at stop (wall clock µs); absent when the recording was cut off.
     #[serde(default)]
     pub stopped_unix_us: Option<i64>,
+    /// How far the wall clock stepped during the recording (µs; set at stop when over a
+    /// second): `stopped_unix_us` follows the monotonic clock instead.
+    #[serde(default)]
+    pub clock_step_us: Option<i64>,
     #[serde(default)]
     pub stats: Vec<StreamStats>,
 }
@@ -62,6 +66,11 @@ pub struct Manifest {
     /// Wall clock µs since the Unix epoch of media time 0 (exact; `started_at` is ms).
     pub origin_unix_us: i64,
     pub duration_s: f64,
+    /// Seconds the wall clock stepped during the recording (NTP arriving on a board
+    /// without an RTC), or null: `started_at`, `stopped_at` and `duration_s` follow the
+    /// monotonic clock from the start either way.
+    #[serde(default)]
+    pub clock_stepped_s: Option<f64>,
     pub streams: Vec<ManifestStream>,
     pub file: ManifestFile,
     pub recovered: bool,
@@ -148,6 +157,9 @@ pub fn write_manifest(
         origin_unix_us,
         // Whole milliseconds: that is the file's resolution.
         duration_s: (duration_us / 1000) as f64 / 1000.0,
+        clock_stepped_s: session
+            .and_then(|s| s.clock_step_us)
+            .map(|us| (us / 1000) as f64 / 1000.0),
         streams,
         file: ManifestFile {
             name: mkv

@@ -12,7 +12,7 @@ use super::media::TAG_RECORDING_ID;
 use super::recovery::{finish_recording_dir, Finished};
 use super::spool::{self, RecordingLock, SpoolLock};
 use super::stream_config::StreamConfig;
-use super::writer::{ChunkedWriter, StreamSender, StreamStats, WriterOptions};
+use super::writer::{ChunkedWriter, Origin, StreamSender, StreamStats, WriterOptions};
 
 /// A recording in progress.
 pub struct Recording {
@@ -67,6 +67,7 @@ impl Recording {
                 .collect(),
             software_version: env!("CARGO_PKG_VERSION").to_owned(),
             stopped_unix_us: None,
+            clock_step_us: None,
             stats: Vec::new(),
         };
         let result = (|| {
@@ -119,11 +120,19 @@ impl Recording {
     /// Stop writing and finish the final file and manifest. The spool folder goes only
     /// once both are durable; if finishing fails it stays for recovery.
     pub fn stop(mut self) -> Result<Stopped> {
+        let (stopped_unix_us, clock_step_us) = stop_time(self.writer.origin());
+        if let Some(step) = clock_step_us {
+            tracing::warn!(
+                step_s = step as f64 / 1e6,
+                "the wall clock stepped during the recording; times follow the monotonic clock"
+            );
+        }
         let report = self.writer.stop()?;
         for e in &report.finalize.errors {
             tracing::warn!(error = %e, "while finishing the recording");
         }
-        self.session.stopped_unix_us = Some(crate::clock::unix_us());
+        self.session.stopped_unix_us = Some(stopped_unix_us);
+        self.session.clock_step_us = clock_step_us;
         self.session.stats = report.streams.clone();
         self.session.write(&self.dir)?;
         if !report.left_running.is_empty() {
@@ -152,4 +161,21 @@ impl Recording {
             chunks: report.chunks_rotated,
         })
     }
+}
+
+/// A wall-clock step smaller than this is the clock being slewed, not stepped.
+const CLOCK_STEP_US: i64 = 1_000_000;
+
+/// The wall-clock time of stopping now, as the recording's start plus the time the
+/// monotonic clock says has passed (so a clock stepped back by NTP never makes a
+/// recording stop before it started), and how far the wall clock stepped meanwhile
+/// when that is over [`CLOCK_STEP_US`].
+fn stop_time(origin: Option<Origin>) -> (i64, Option<i64>) {
+    let now_unix = crate::clock::unix_us();
+    let Some(origin) = origin else {
+        return (now_unix, None);
+    };
+    let by_monotonic = origin.unix_us + (crate::clock::monotonic_us() - origin.monotonic_us);
+    let step = now_unix - by_monotonic;
+    (by_monotonic, (step.abs() > CLOCK_STEP_US).then_some(step))
 }

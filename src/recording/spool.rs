@@ -30,29 +30,51 @@ const MARKER_TEXT: &[u8] = b"a grabd recording in progress; grabd recover finish
 const CHUNK_SUFFIX: &str = ".mkv";
 const PART_SUFFIX: &str = ".mkv.part";
 const TMP_SUFFIX: &str = ".tmp";
-/// Folder names of recordings with the same millisecond id get `-1`, `-2`...
-const MAX_COLLISIONS: u32 = 1000;
+/// How many ids after the first choice are tried (taken ones, lost races) before
+/// giving up.
+const MAX_ID_ATTEMPTS: i64 = 1000;
+/// The shape of a recording id; `d` is a digit.
+const ID_SHAPE: &[u8] = b"dddd-dd-ddTdd-dd-dd.dddZ";
 
 /// The recording id for wall-clock time `unix_us`: RFC 3339 UTC to the millisecond with
-/// the colons left out (FAT/exFAT cards), `-n` appended for the n-th collision.
-pub fn recording_id(unix_us: i64, collision: u32) -> String {
-    let base = crate::clock::rfc3339_ms(unix_us).replace(':', "-");
-    if collision == 0 {
-        base
-    } else {
-        format!("{base}-{collision}")
-    }
+/// the colons left out (FAT/exFAT cards).
+pub fn recording_id(unix_us: i64) -> String {
+    crate::clock::rfc3339_ms(unix_us).replace(':', "-")
 }
 
-/// Whether `name` has the shape of a [`recording_id`] (`YYYY-MM-DDTHH-MM-SS.mmmZ[-N]`).
+/// The wall-clock millisecond of a name that starts with a recording id (a recording
+/// folder, `<id>.mkv`, `<id>.json`...).
+fn id_millis(name: &str) -> Option<i64> {
+    let head = name.get(..ID_SHAPE.len())?;
+    if !is_recording_id(head) {
+        return None;
+    }
+    // Back to RFC 3339: the time's dashes were colons.
+    let mut rfc3339 = head.to_owned();
+    rfc3339.replace_range(13..14, ":");
+    rfc3339.replace_range(16..17, ":");
+    let t = humantime::parse_rfc3339(&rfc3339).ok()?;
+    let since_epoch = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+    i64::try_from(since_epoch.as_millis()).ok()
+}
+
+/// The latest recording id's millisecond among the names in `dir`.
+fn latest_id_millis(dir: &Path) -> Option<i64> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str().and_then(id_millis))
+        .max()
+}
+
+/// Whether `name` has the shape of a [`recording_id`] (`YYYY-MM-DDTHH-MM-SS.mmmZ`, or
+/// with the `-N` suffix earlier versions gave a second id within one millisecond).
 pub fn is_recording_id(name: &str) -> bool {
-    const SHAPE: &[u8] = b"dddd-dd-ddTdd-dd-dd.dddZ";
     let bytes = name.as_bytes();
-    if bytes.len() < SHAPE.len() {
+    if bytes.len() < ID_SHAPE.len() {
         return false;
     }
-    let (head, tail) = bytes.split_at(SHAPE.len());
-    let head_ok = head.iter().zip(SHAPE).all(|(&c, &s)| match s {
+    let (head, tail) = bytes.split_at(ID_SHAPE.len());
+    let head_ok = head.iter().zip(ID_SHAPE).all(|(&c, &s)| match s {
         b'd' => c.is_ascii_digit(),
         _ => c == s,
     });
@@ -68,10 +90,21 @@ pub fn is_recording_id(name: &str) -> bool {
 /// not in `output` yet either) and mark it as grabd's. Creating the folder is the claim
 /// on the id. Call it under a shared [`SpoolLock`], so that recovery never sees the
 /// folder before its marker.
+///
+/// The id is the wall-clock millisecond, but never earlier than 1 ms after the latest
+/// id in the spool or the output: a board without an RTC steps its clock back when NTP
+/// arrives, and ids must stay unique and sort in the order recordings were made.
 pub fn create_recording_dir(spool: &Path, output: &Path) -> Result<(String, PathBuf)> {
-    let now = crate::clock::unix_us();
-    for collision in 0..MAX_COLLISIONS {
-        let id = recording_id(now, collision);
+    create_recording_dir_at(spool, output, crate::clock::unix_us())
+}
+
+fn create_recording_dir_at(spool: &Path, output: &Path, now_us: i64) -> Result<(String, PathBuf)> {
+    let after_latest = latest_id_millis(spool)
+        .max(latest_id_millis(output))
+        .map_or(i64::MIN, |ms| ms + 1);
+    let first = (now_us / 1000).max(after_latest);
+    for ms in first..first + MAX_ID_ATTEMPTS {
+        let id = recording_id(ms * 1000);
         if final_mkv_path(output, &id).exists() {
             continue;
         }
@@ -338,9 +371,14 @@ mod tests {
 
     #[test]
     fn recording_ids_parse_back() {
-        let id = recording_id(1_764_575_781_123_000, 0);
+        let id = recording_id(1_764_575_781_123_000);
         assert!(is_recording_id(&id), "{id}");
-        assert!(is_recording_id(&recording_id(1_764_575_781_123_000, 12)));
+        assert_eq!(id_millis(&id), Some(1_764_575_781_123));
+        assert_eq!(id_millis(&format!("{id}.mkv")), Some(1_764_575_781_123));
+        assert!(
+            is_recording_id(&format!("{id}-12")),
+            "earlier versions' suffix"
+        );
         for name in [
             "photos",
             "lost+found",
@@ -392,6 +430,42 @@ mod tests {
         ] {
             assert_eq!(SpoolFile::parse(name), None, "{name}");
         }
+    }
+
+    /// Issue 13 item 9: a clock stepped back (NTP on a board without an RTC) or two
+    /// recordings within one millisecond still give ids that are unique and sort in the
+    /// order the recordings were made, folders and final files alike.
+    #[test]
+    fn ids_increase_across_clock_steps_and_collisions() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (spool, output) = (tmp.path().join("spool"), tmp.path().join("out"));
+        std::fs::create_dir_all(&spool).unwrap();
+        std::fs::create_dir_all(&output).unwrap();
+        let noon = 1_764_590_400_000_000;
+        let hour = 3_600_000_000;
+        let (first, _) = create_recording_dir_at(&spool, &output, noon).unwrap();
+        let (same_ms, _) = create_recording_dir_at(&spool, &output, noon).unwrap();
+        // The first two are finished: only their final files are left.
+        for id in [&first, &same_ms] {
+            std::fs::remove_dir_all(spool.join(id)).unwrap();
+            std::fs::write(final_mkv_path(&output, id), b"x").unwrap();
+        }
+        let (stepped_back, _) = create_recording_dir_at(&spool, &output, noon - hour).unwrap();
+        let (later, _) = create_recording_dir_at(&spool, &output, noon + hour).unwrap();
+        let ids = [first, same_ms, stepped_back, later];
+        let mut names: Vec<String> = ids.iter().map(|id| format!("{id}.mkv")).collect();
+        let made = names.clone();
+        names.sort();
+        assert_eq!(names, made, "final files sort in the order they were made");
+        let mut sorted = ids.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted, ids, "ids are unique and sort in order");
+        assert_eq!(
+            id_millis(&ids[3]),
+            Some((noon + hour) / 1000),
+            "a sane clock is kept"
+        );
     }
 
     #[test]
