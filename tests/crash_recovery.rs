@@ -640,12 +640,19 @@ fn create_marked_dir(dir: &Path) {
 /// A recorder killed 2.85 s in, with its rgb part in progress and that part's packets
 /// as `(position, size)` read back by ffprobe: the material of the damage tests.
 fn crash_with_rgb_part(rig: &Rig) -> (Killed, PathBuf, Vec<(u64, u64)>) {
-    let k = crash(rig, "damaged", Duration::from_millis(2850));
-    let part = names_in(&k.dir)
-        .into_iter()
-        .find(|n| n.ends_with(".rgb.mkv.part"))
-        .map(|n| k.dir.join(n))
-        .expect("an rgb part in progress");
+    let rgb_part = |dir: &Path| {
+        names_in(dir)
+            .into_iter()
+            .find(|n| n.ends_with(".rgb.mkv.part"))
+            .map(|n| dir.join(n))
+    };
+    // On a busy machine the encoder may lag its chunk: wait until the part in progress
+    // holds a cluster of packets (its header alone is ~600 bytes, half a chunk ~5 kB).
+    let holds_packets = |dir: &Path| {
+        rgb_part(dir).is_some_and(|p| fs::metadata(p).is_ok_and(|m| m.len() >= 2 << 10))
+    };
+    let k = crash_when(rig, "damaged", Duration::from_millis(2850), holds_packets);
+    let part = rgb_part(&k.dir).expect("an rgb part in progress");
     let probe = std::process::Command::new("ffprobe")
         .args([
             "-v",
@@ -670,10 +677,22 @@ fn crash_with_rgb_part(rig: &Rig) -> (Killed, PathBuf, Vec<(u64, u64)>) {
 }
 
 fn crash(rig: &Rig, label: &str, at: Duration) -> Killed {
+    crash_when(rig, label, at, |_| true)
+}
+
+/// [`crash`], at `at` or later: once `ready` holds for the recording folder (within 20 s).
+fn crash_when(rig: &Rig, label: &str, at: Duration, ready: impl Fn(&Path) -> bool) -> Killed {
     let mut child = rig.record(label, 60.0);
     let known = rig.recording_dirs();
     let (dir, t0) = wait_new_dir(&rig.spool, &known, &mut child);
     sleep_until(t0 + at);
+    while !ready(&dir) {
+        assert!(
+            t0.elapsed() < at + Duration::from_secs(20),
+            "{label}: never ready"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let now = Instant::now();
     assert!(
         kill9(&mut child),
