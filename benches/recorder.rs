@@ -1341,6 +1341,7 @@ fn task_merge(p: &Value) -> Result<Value> {
                         &chunks_dir,
                         &dest,
                         &[],
+                        &[],
                         MuxerSettings::default(),
                         ReadMode::Strict,
                     )?

@@ -956,6 +956,7 @@ fn recover_never_deletes_parts_missing_from_an_existing_final_file() {
     recording::merge_recording_chunks(
         &k.dir,
         &rig.mkv_of(&k.dir),
+        &[],
         &[(recording::media::TAG_RECORDING_ID.to_owned(), id.clone())],
         recording::MuxerSettings::default(),
         recording::ReadMode::Strict,

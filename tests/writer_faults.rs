@@ -257,6 +257,109 @@ fn silent_stream_does_not_stall_rotation() {
     eprintln!("rotation waits with a silent stream: {waits:?}");
 }
 
+/// The IMU is dead from power-on (it never sends a record) while rgb and depth record
+/// 4 s in 1 s chunks: the final file still grows chunk by chunk while recording (its
+/// `.tmp` appears after the first chunk and grows with the next ones), stop finishes
+/// that very file rather than rebuilding it from the chunks (same inode), the file has
+/// the silent stream's track, empty, in the configured order, and it verifies against
+/// its manifest.
+#[test]
+fn final_file_grows_while_a_stream_is_dead_from_power_on() {
+    use grabd::recording::StreamConfig;
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let (spool, output) = (tmp.path().join("spool"), tmp.path().join("out"));
+    let streams = vec![
+        ("rgb".to_owned(), StreamConfig::Video(rgb_config())),
+        ("depth".to_owned(), StreamConfig::Video(depth_config())),
+        ("imu".to_owned(), StreamConfig::Data(Default::default())),
+    ];
+    let recording = Recording::start(
+        &spool,
+        &output,
+        streams,
+        WriterOptions {
+            rotation_grace: Duration::from_millis(300),
+            ..options(1000)
+        },
+    )
+    .unwrap();
+    let growing = output.join(format!("{}.mkv.tmp", recording.id()));
+    let size = |path: &std::path::Path| std::fs::metadata(path).map_or(0, |m| m.len());
+    let (rgb, depth) = (
+        recording.sender("rgb").unwrap(),
+        recording.sender("depth").unwrap(),
+    );
+    let mut first_size = None;
+    for i in 0..100u64 {
+        let ts = T0 + i as i64 * FRAME_US;
+        push_blocking(&rgb, video_frame(&rgb_config(), ts, i));
+        push_blocking(&depth, video_frame(&depth_config(), ts, i));
+        if i == 30 {
+            assert!(
+                wait_until(Duration::from_secs(10), || growing.exists()),
+                "no growing final file after the first chunk (generation {})",
+                recording.writer().generation()
+            );
+            first_size = Some(size(&growing));
+        }
+    }
+    let first_size = first_size.expect("sampled");
+    assert!(
+        wait_until(Duration::from_secs(10), || recording.writer().generation()
+            >= 3
+            && size(&growing) > first_size),
+        "the final file did not grow with later chunks ({} bytes, generation {})",
+        size(&growing),
+        recording.writer().generation()
+    );
+    let inode = std::fs::metadata(&growing).expect("growing file").ino();
+    let finished = recording
+        .stop()
+        .expect("stop")
+        .finished
+        .expect("a final file");
+    let mkv = &finished.mkv;
+    assert_eq!(
+        std::fs::metadata(mkv).expect("final file").ino(),
+        inode,
+        "stop rebuilt the final file instead of finishing the grown one"
+    );
+    let tracks = read_tracks(mkv);
+    assert_eq!(
+        track_names(&tracks),
+        ALL,
+        "every configured stream, in order"
+    );
+    assert_eq!(track(&tracks, "imu").medium, "subtitle");
+    let counts = ffprobe_packet_counts(mkv);
+    assert_eq!(counts["rgb"], 100);
+    assert_eq!(counts["depth"], 100);
+    assert_eq!(counts["imu"], 0, "the silent stream's track is empty");
+    let imu = finished.manifest.streams.iter().find(|s| s.name == "imu");
+    assert_eq!(
+        imu.map(|s| s.frames_written),
+        Some(0),
+        "imu in the manifest"
+    );
+    let v = cli::verify(mkv);
+    let decoded: Vec<(&str, u64)> = ["rgb", "depth"]
+        .iter()
+        .map(|&name| {
+            let s = v["streams"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["name"] == name);
+            (
+                name,
+                s.and_then(|s| s["frames_decoded"].as_u64()).unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(decoded, [("rgb", 100), ("depth", 100)], "{v}");
+}
+
 /// A burst far faster than the encoder into a queue of 4: push never waits (the burst
 /// takes a small fraction of the time the encoder needs for it), refused pushes are
 /// counted exactly as `dropped_queue_full`, and the file holds exactly the accepted

@@ -209,6 +209,15 @@ impl VideoStreamEncoder {
         })
     }
 
+    /// The track, when it is known before the first packet: not for an encoder that
+    /// sends its parameter sets in-band (they come with that packet).
+    pub fn track_spec_before_packets(&self) -> Option<TrackSpec> {
+        if self.in_band_headers.is_some() {
+            return None;
+        }
+        self.track_spec().ok()
+    }
+
     /// Encode one packed frame (see [`VideoStreamConfig::input_frame_size`]) at `pts_us`,
     /// as a keyframe if `keyframe` (a request that only encoders which
     /// [honour it](Self::honours_forced_keyframes) are sure to follow). Returns the packets
@@ -435,6 +444,14 @@ impl StreamEncoder {
         match self {
             StreamEncoder::Video(v) => v.track_spec(),
             StreamEncoder::Data(d) => d.track_spec(),
+        }
+    }
+
+    /// See [`VideoStreamEncoder::track_spec_before_packets`]; a data track always is.
+    pub fn track_spec_before_packets(&self) -> Option<TrackSpec> {
+        match self {
+            StreamEncoder::Video(v) => v.track_spec_before_packets(),
+            StreamEncoder::Data(d) => d.track_spec().ok(),
         }
     }
 }

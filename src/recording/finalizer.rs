@@ -13,7 +13,7 @@ use super::events::ErrorCallback;
 use super::faults::InjectedFaults;
 use super::media::MuxerSettings;
 use super::merge::{
-    merge_recording_chunks, merge_stream_files, ConcatWriter, MergeSummary, ReadMode,
+    merge_recording_chunks, merge_stream_files, ConcatWriter, DeclaredTrack, MergeSummary, ReadMode,
 };
 use super::part::ClosedPart;
 
@@ -76,12 +76,13 @@ fn yield_cpu_to_encoders() {
     }
 }
 
-/// Run until the job channel closes; then finish the final file.
+/// Run until the job channel closes; then finish the final file, which has a track for
+/// each of the configured `streams`.
 pub fn run(
     dir: &Path,
     jobs: Receiver<ChunkJob>,
     final_output: Option<FinalOutput>,
-    expected_streams: &[String],
+    streams: &[DeclaredTrack],
     muxer: MuxerSettings,
     on_error: Option<ErrorCallback>,
     faults: &InjectedFaults,
@@ -94,10 +95,10 @@ pub fn run(
     let mut chunk_failed = false;
     for job in jobs {
         faults.before_chunk();
-        match finalize_chunk(dir, &job, expected_streams, muxer) {
+        match finalize_chunk(dir, &job, streams, muxer) {
             Ok(Some(chunk)) => {
                 if let Some(output) = &final_output {
-                    if let Err(e) = growing.add(output, &chunk, expected_streams, muxer) {
+                    if let Err(e) = growing.add(output, &chunk, streams, muxer) {
                         tracing::warn!(error = %e, "appending to the final file failed; it will be rebuilt from the chunks at stop");
                         growing.abandon();
                     }
@@ -121,7 +122,7 @@ pub fn run(
         return report;
     }
     if let Some(output) = &final_output {
-        match growing.finish(dir, output, muxer) {
+        match growing.finish(dir, output, streams, muxer) {
             Ok(Some(summary)) => report.final_output = Some((output.path.clone(), summary)),
             Ok(None) => {}
             Err(e) => report.errors.push(format!("final file: {e}")),
@@ -135,12 +136,12 @@ pub fn run(
 fn finalize_chunk(
     dir: &Path,
     job: &ChunkJob,
-    stream_order: &[String],
+    streams: &[DeclaredTrack],
     muxer: MuxerSettings,
 ) -> Result<Option<ChunkInfo>> {
     // Tracks in the configured order, whatever order the streams arrived in.
     let mut parts: Vec<&ClosedPart> = job.parts.iter().collect();
-    parts.sort_by_key(|p| stream_order.iter().position(|s| *s == p.stream));
+    parts.sort_by_key(|p| streams.iter().position(|s| s.name == p.stream));
     let parts: Vec<PathBuf> = parts.into_iter().map(|p| p.path.clone()).collect();
     let path = super::spool::chunk_path(dir, &job.id);
     let merged = match merge_stream_files(&parts, &path, ReadMode::Strict, muxer) {
@@ -162,12 +163,16 @@ fn finalize_chunk(
     }))
 }
 
-/// The final file as it grows. It opens once a chunk holds every expected stream (so no
-/// track is missing from its header); chunks before that wait in `waiting`.
+/// The final file as it grows. It opens with the first chunk, declaring every configured
+/// stream's track (empty while the stream sends nothing). Only a stream whose codec
+/// parameters come with its first packet (an encoder with in-band headers) and that no
+/// chunk held yet keeps it closed; chunks before it opens wait in `waiting`.
 #[derive(Default)]
 struct Growing {
     writer: Option<ConcatWriter>,
     waiting: Vec<PathBuf>,
+    /// The streams the waiting chunks hold.
+    seen: Vec<String>,
     /// An append failed: rebuild from the chunk files at the end instead.
     broken: bool,
 }
@@ -183,7 +188,7 @@ impl Growing {
         &mut self,
         output: &FinalOutput,
         chunk: &ChunkInfo,
-        expected: &[String],
+        streams: &[DeclaredTrack],
         muxer: MuxerSettings,
     ) -> Result<()> {
         if self.broken {
@@ -191,15 +196,18 @@ impl Growing {
         }
         self.waiting.push(chunk.path.clone());
         if self.writer.is_none() {
-            let complete = expected
+            self.seen
+                .extend(chunk.summary.packets.iter().map(|(n, _)| n.clone()));
+            let declarable = streams
                 .iter()
-                .all(|s| chunk.summary.packets.iter().any(|(n, _)| n == s));
-            if !complete {
+                .all(|s| s.spec.is_some() || self.seen.contains(&s.name));
+            if !declarable {
                 return Ok(());
             }
             self.writer = Some(ConcatWriter::create(
                 &output.path,
                 &self.waiting,
+                streams,
                 &output.global_tags,
                 muxer,
             )?);
@@ -217,6 +225,7 @@ impl Growing {
         mut self,
         dir: &Path,
         output: &FinalOutput,
+        streams: &[DeclaredTrack],
         muxer: MuxerSettings,
     ) -> Result<Option<MergeSummary>> {
         if let Some(mut writer) = self.writer.take() {
@@ -231,10 +240,12 @@ impl Growing {
                 }
             }
         }
-        // Never opened (no chunk had every stream) or broken: build it from the chunks.
+        // Never opened (a stream's parameters never came) or broken: build it from the
+        // chunks.
         merge_recording_chunks(
             dir,
             &output.path,
+            streams,
             &output.global_tags,
             muxer,
             ReadMode::Strict,

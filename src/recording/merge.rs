@@ -7,18 +7,20 @@
 //! exact start (its `GRABD_CHUNK_START_US` tag), so inter-stream offsets survive both.
 //! Every output is written to `*.tmp` and made durable with [`durable::persist`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use ffmpeg_next::{self as ffmpeg, format, Dictionary, Rational};
 
 use super::decode_times::DecodeTimes;
 use super::durable;
+use super::encoder::TrackSpec;
 use super::error::{Error, Result};
 use super::media::{
     create_mkv, int_tag, is_damage, open_for_copy, read_packet, rescale, stream_name,
     write_mkv_header, MuxerSettings, MICROS, TAG_CHUNK_START_US, TAG_ORIGIN_UNIX_US, TAG_PARTS,
 };
+use super::part::add_stream_track;
 use super::probe::{medium_name, BlockHasher, DecodeCheck};
 use super::spool::SpoolFile;
 
@@ -311,20 +313,23 @@ fn add_copy_stream(
     octx: &mut format::context::Output,
     stream: &format::stream::Stream,
 ) -> Result<()> {
-    let mut out = octx
-        .add_stream(ffmpeg::encoder::find(ffmpeg::codec::Id::None))
-        .map_err(|e| Error::media("add stream", e))?;
-    out.set_parameters(stream.parameters());
-    out.set_time_base(stream.time_base());
+    let mut out = super::media::add_track(octx, stream.parameters(), stream.time_base())?;
     out.set_metadata(stream.metadata().to_owned());
-    // SAFETY: the stream was just created and its codecpar is valid; a codec tag from
-    // the input container may not be valid in the output, so let the muxer choose.
-    unsafe { (*(*out.as_mut_ptr()).codecpar).codec_tag = 0 };
     Ok(())
 }
 
-/// A recording's final file growing chunk by chunk: tracks are declared from template
-/// chunks up front, chunks are appended as they are finished, and only `finish` makes
+/// A configured stream's track in a final file, declared whether or not any chunk holds
+/// a packet of it: a stream dead from power-on (a silent IMU) still has its track, empty.
+pub struct DeclaredTrack {
+    pub name: String,
+    /// The user's track tags (the stream config's metadata).
+    pub track_tags: BTreeMap<String, String>,
+    /// The codec parameters, when known before the first packet. An encoder that sends
+    /// them in-band has `None`: its track can come only from a chunk that holds it.
+    pub spec: Option<TrackSpec>,
+}
+
+/// A recording's final file growing chunk by chunk: tracks are declared up front, chunks are appended as they are finished, and only `finish` makes
 /// the file visible under its name (durably). Until then it is a `*.tmp` that recovery
 /// throws away, since every chunk it holds is still on disk.
 pub struct ConcatWriter {
@@ -344,12 +349,15 @@ pub struct ConcatWriter {
 }
 
 impl ConcatWriter {
-    /// Create `dest`'s temp file with the union of the tracks of `templates` (by stream
-    /// tag, in order of first appearance), the recording tags of the first template
-    /// and `global_tags`.
+    /// Create `dest`'s temp file with the recording tags of the first template and
+    /// `global_tags`, and a track for each of `declared` (in that order), then for any
+    /// other stream of `templates` (by stream tag, in order of first appearance). A track
+    /// is copied from the first template that holds its stream; one that none holds is
+    /// made from its declaration, or left out when its parameters are not known.
     pub fn create(
         dest: &Path,
         templates: &[PathBuf],
+        declared: &[DeclaredTrack],
         global_tags: &[(String, String)],
         settings: MuxerSettings,
     ) -> Result<Self> {
@@ -374,22 +382,49 @@ impl ConcatWriter {
         let mut names: Vec<String> = Vec::new();
         let mut facts = Vec::new();
         let mut media = Vec::new();
+        // Each stream with the first template that holds it.
+        let mut sources: Vec<(String, Option<&Path>)> =
+            declared.iter().map(|d| (d.name.clone(), None)).collect();
         for template in templates {
             let input = open_for_copy(template)?;
             for stream in input.streams() {
                 let name = stream_name(&stream)
                     .ok_or_else(|| bad_file(template, "a track has no grabd stream tag"))?;
-                if !names.contains(&name) {
-                    add_copy_stream(&mut octx, &stream)?;
-                    media.push(stream.parameters().medium());
-                    facts.push(TrackFacts {
-                        name: name.clone(),
-                        kind: medium_name(stream.parameters().medium()).to_owned(),
-                        ..Default::default()
-                    });
-                    names.push(name);
+                match sources.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, from @ None)) => *from = Some(template),
+                    Some(_) => {}
+                    None => sources.push((name, Some(template))),
                 }
             }
+        }
+        for (name, from) in sources {
+            let medium = match from {
+                Some(template) => {
+                    let input = open_for_copy(template)?;
+                    let stream = input
+                        .streams()
+                        .find(|s| stream_name(s).as_ref() == Some(&name))
+                        .ok_or_else(|| bad_file(template, "stream vanished"))?;
+                    add_copy_stream(&mut octx, &stream)?;
+                    stream.parameters().medium()
+                }
+                None => {
+                    let declaration = declared.iter().find(|d| d.name == name);
+                    let Some((d, spec)) = declaration.and_then(|d| d.spec.as_ref().map(|s| (d, s)))
+                    else {
+                        continue;
+                    };
+                    add_stream_track(&mut octx, &name, &d.track_tags, spec)?;
+                    spec.parameters.medium()
+                }
+            };
+            media.push(medium);
+            facts.push(TrackFacts {
+                name: name.clone(),
+                kind: medium_name(medium).to_owned(),
+                ..Default::default()
+            });
+            names.push(name);
         }
         if names.is_empty() {
             return Err(Error::BadFile {
@@ -567,12 +602,13 @@ pub fn list_chunks(recording_dir: &Path) -> Result<Vec<(i64, PathBuf)>> {
 }
 
 /// Concatenate the chunks of `recording_dir` into `output_path` (packet copy, original
-/// timestamps). The chunks are left in place: the caller removes them once everything
+/// timestamps), with the `declared` tracks (see [`ConcatWriter::create`]). The chunks are left in place: the caller removes them once everything
 /// that refers to them (the manifest) is durable. Returns `Ok(None)` when there is no
 /// chunk.
 pub fn merge_recording_chunks(
     recording_dir: &Path,
     output_path: &Path,
+    declared: &[DeclaredTrack],
     global_tags: &[(String, String)],
     settings: MuxerSettings,
     mode: ReadMode,
@@ -584,7 +620,7 @@ pub fn merge_recording_chunks(
     if chunks.is_empty() {
         return Ok(None);
     }
-    let mut writer = ConcatWriter::create(output_path, &chunks, global_tags, settings)?;
+    let mut writer = ConcatWriter::create(output_path, &chunks, declared, global_tags, settings)?;
     for chunk in &chunks {
         writer.append(chunk, mode)?;
     }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use ffmpeg_next::{self as ffmpeg, format, Dictionary, Rational};
 
 use super::durable;
-use super::encoder::StreamEncoder;
+use super::encoder::{StreamEncoder, TrackSpec};
 use super::error::{Error, Result};
 use super::events::ErrorCallback;
 use super::faults::InjectedFaults;
@@ -40,6 +40,26 @@ struct OpenPart {
     octx: format::context::Output,
     in_time_base: Rational,
     out_time_base: Rational,
+}
+
+/// Add stream `stream_name`'s track to `octx`, as every file grabd writes names it: the
+/// stream name as title, the user's `track_tags`, and grabd's stream tag.
+pub(crate) fn add_stream_track(
+    octx: &mut format::context::Output,
+    stream_name: &str,
+    track_tags: &BTreeMap<String, String>,
+    spec: &TrackSpec,
+) -> Result<()> {
+    let mut stream = super::media::add_track(octx, spec.parameters.clone(), spec.time_base)?;
+    let mut meta = Dictionary::new();
+    meta.set("title", stream_name);
+    for (k, v) in track_tags {
+        meta.set(k, v);
+    }
+    // Set last: the user's tags (a TITLE) must not change which stream this is.
+    meta.set(super::media::TAG_STREAM, stream_name);
+    stream.set_metadata(meta);
+    Ok(())
 }
 
 /// A finished part: its path and how many packets it holds.
@@ -111,17 +131,7 @@ impl PartWriter {
             tags.set(k, v);
         }
         octx.set_metadata(tags);
-        {
-            let mut stream = super::media::add_track(&mut octx, spec.parameters, spec.time_base)?;
-            let mut meta = Dictionary::new();
-            meta.set("title", &self.stream_name);
-            for (k, v) in &self.track_tags {
-                meta.set(k, v);
-            }
-            // Set last: the user's tags (a TITLE) must not change which stream this is.
-            meta.set(super::media::TAG_STREAM, &self.stream_name);
-            stream.set_metadata(meta);
-        }
+        add_stream_track(&mut octx, &self.stream_name, &self.track_tags, &spec)?;
         write_mkv_header(&mut octx, &self.path, self.settings.intermediate())?;
         let out_time_base = octx
             .stream(0)

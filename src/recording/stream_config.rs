@@ -272,6 +272,14 @@ impl StreamConfig {
             StreamConfig::Data(_) => "data",
         }
     }
+
+    /// The user's track tags.
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        match self {
+            StreamConfig::Video(v) => &v.metadata,
+            StreamConfig::Data(d) => &d.metadata,
+        }
+    }
 }
 
 /// Parse a libav pixel format name (`rgb24`, `gray16le`, `yuyv422`...).

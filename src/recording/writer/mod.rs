@@ -48,6 +48,7 @@ use super::events::{ErrorCallback, StartChunkCallback};
 use super::faults::InjectedFaults;
 use super::finalizer::{self, ChunkJob, FinalOutput, FinalizeReport};
 use super::media::MuxerSettings;
+use super::merge::DeclaredTrack;
 use super::part::{lock, ClosedPart, PartSyncer};
 use super::spool;
 use super::stream_config::{
@@ -452,7 +453,20 @@ impl ChunkedWriter {
         }
         let (jobs_tx, jobs_rx) = unbounded();
         *lock(&self.shared.jobs) = Some(jobs_tx);
-        let expected: Vec<String> = self.streams.iter().map(|s| s.name.clone()).collect();
+        // The final file's tracks, declared from the configs (and the encoders opened
+        // for them), so a stream that never sends still has its track.
+        let expected: Vec<DeclaredTrack> = self
+            .streams
+            .iter()
+            .map(|s| DeclaredTrack {
+                name: s.name.clone(),
+                track_tags: s.config.metadata().clone(),
+                spec: s
+                    .encoder
+                    .as_ref()
+                    .and_then(StreamEncoder::track_spec_before_packets),
+            })
+            .collect();
         let dir = self.shared.dir.clone();
         let final_output = self.options.final_output.clone();
         let muxer = self.options.muxer;
