@@ -49,14 +49,14 @@ def _die_with_parent():
 class Guest:
     """One QEMU boot. Every serial line is timestamped with host time.time()."""
 
-    def __init__(self, rig, name, scenario, params, drives, timeout_s):
+    def __init__(self, rig, name, scenario, params, drives, timeout_s, initrd=None, qemu_args=()):
         self.rig, self.name, self.timeout_s = rig, name, timeout_s
         append = ["console=ttyS0", "quiet", "panic=-1", "rdinit=/init",
                   f"rig.scenario={scenario}"]
         append += [f"rig.{k}={v}" for k, v in params.items()]
         cmd = [rig.qemu, "-accel", "tcg", "-smp", "2", "-m", "1536", "-nic", "none",
-               "-nographic", "-no-reboot", "-kernel", rig.kernel, "-initrd", rig.initrd,
-               "-append", " ".join(append)]
+               "-nographic", "-no-reboot", "-kernel", rig.kernel, "-initrd", initrd or rig.initrd,
+               "-append", " ".join(append), *qemu_args]
         for d in drives:
             cmd += ["-drive", d]
         self.lines = []          # (host_time, text)
@@ -297,8 +297,8 @@ class Rig:
         self.results.append((name, ok, reason))
         print(f"PASS {name}" if ok else f"FAIL {name}: {reason}", flush=True)
 
-    def boot(self, name, scenario, params, drives, timeout_s):
-        return Guest(self, name, scenario, params, drives, timeout_s)
+    def boot(self, name, scenario, params, drives, timeout_s, **qemu):
+        return Guest(self, name, scenario, params, drives, timeout_s, **qemu)
 
     def note_boot(self, g):
         bt = g.boot_time()
@@ -962,6 +962,12 @@ class Rig:
                        ("io-error: data lost before the fault (s)", "n/a" if loss is None else f"{loss:.3f}")]
         self.result(name, not bad, "; ".join(bad))
 
+    def systemd_guest(self):
+        """The shipped unit under a real systemd (hw-tests/systemd/scenario.py)."""
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "systemd"))
+        import scenario
+        scenario.run(self, snapshot_mount, fsck_clean, Card, log)
+
     def run(self):
         t0 = time.time()
         only = set(self.a.only.split(",")) if self.a.only else None
@@ -970,7 +976,8 @@ class Rig:
                  ("power-cut-loaded", lambda: self.power_cut("power-cut-loaded", ("hog", "slow"))),
                  ("flush-points-loaded", lambda: self.flush_points("flush-points-loaded", ("hog", "slow"))),
                  ("disk-full", self.disk_full),
-                 ("io-error", self.io_error), ("press-record-press", self.press_record_press)]
+                 ("io-error", self.io_error), ("press-record-press", self.press_record_press),
+                 ("systemd-guest", self.systemd_guest)]
         # Opt-in (named in --only): not yet passing on a loaded CI machine.
         opt_in = {"press-record-press"}
         for name, fn in order:
@@ -1029,6 +1036,8 @@ def main():
     p.add_argument("--jobs", type=int, default=2, help="flush points checked in parallel")
     p.add_argument("--card-mb", type=int, default=64, help="disk-full card size")
     p.add_argument("--floor-mb", type=int, default=32, help="disk-full: grabd's min_free_mb")
+    p.add_argument("--systemd-timeout", type=int, default=900,
+                   help="systemd-guest: seconds each of its two boots may take")
     p.add_argument("--headroom-mb", type=int, default=4,
                    help="disk-full: MiB above the floor left free by other data")
     a = p.parse_args()
