@@ -1342,6 +1342,7 @@ fn task_merge(p: &Value) -> Result<Value> {
                         &dest,
                         &[],
                         &[],
+                        &[],
                         MuxerSettings::default(),
                         ReadMode::Strict,
                     )?

@@ -835,6 +835,7 @@ fn recover_leaves_nothing_for_recordings_without_frames() {
             software_version: "test".into(),
             stopped_unix_us: None,
             clock_step_us: None,
+            marks_us: Vec::new(),
             stats: Vec::new(),
         }
         .write(dir)
@@ -958,6 +959,7 @@ fn recover_never_deletes_parts_missing_from_an_existing_final_file() {
         &rig.mkv_of(&k.dir),
         &[],
         &[(recording::media::TAG_RECORDING_ID.to_owned(), id.clone())],
+        &[],
         recording::MuxerSettings::default(),
         recording::ReadMode::Strict,
     )

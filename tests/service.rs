@@ -3,7 +3,8 @@
 //! double press while recording leaves a mark, not a stop; a double press in idle
 //! leaves no recording; a new recording starts within 1 s of a stop while the last
 //! one still finishes; the control socket answers; SIGTERM (the stop flag) finishes
-//! the current recording before the service returns.
+//! the current recording before the service returns; a mark is a chapter and in the
+//! manifest, even after a power cut.
 
 mod common;
 
@@ -176,12 +177,26 @@ fn press_record_press_then_marks_double_press_and_sigterm() {
         (got - want).abs() <= 0.081,
         "recorded {got} s, pressed {want} s apart"
     );
-    let marks = read_json(&first.with_extension("marks.json"));
-    let mark = marks["marks_s"][0].as_f64().unwrap();
+    // The mark is in the manifest and, read back with ffprobe, a chapter of the file,
+    // at the press (within a frame: media time 0 is the first frame, not the press).
     let want_mark = (t_mark - t0) as f64 / 1e6;
+    let marks = manifest["marks_s"].as_array().expect("marks_s").clone();
+    assert_eq!(marks.len(), 1, "{manifest}");
+    let mark = marks[0].as_f64().unwrap();
     assert!(
-        (mark - want_mark).abs() < 0.001,
-        "{marks}: pressed at {want_mark} s"
+        (mark - want_mark).abs() <= 0.041,
+        "mark at {mark} s, pressed at {want_mark} s"
+    );
+    let found = chapters(first);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        (found[0].0 - mark).abs() < 0.001,
+        "{found:?} vs mark {mark}"
+    );
+    assert_eq!(found[0].1, "mark 1");
+    assert!(
+        !first.with_extension("marks.json").exists(),
+        "marks live in the manifest"
     );
     verify(&files[1]);
     // Recording blinks red; beeps: status (1), start (1), mark (1), stop (2), start (1).
@@ -214,4 +229,105 @@ fn run_and_ctl_fail_with_one_line_and_exit_2() {
         "{}",
         r.stderr
     );
+}
+
+/// The chapters of `mkv` as ffprobe reads them back: (start seconds, title).
+fn chapters(mkv: &Path) -> Vec<(f64, String)> {
+    let probe = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-show_chapters", "-of", "json"])
+        .arg(mkv)
+        .output()
+        .expect("ffprobe");
+    let json: Value = serde_json::from_slice(&probe.stdout).unwrap();
+    json["chapters"]
+        .as_array()
+        .map(|chapters| {
+            chapters
+                .iter()
+                .map(|c| {
+                    let start = c["start_time"].as_str().unwrap().parse().unwrap();
+                    (start, c["tags"]["title"].as_str().unwrap_or("").to_owned())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Issue 14 item 3: a mark survives a power cut. `grabd run` records, is marked through
+/// `grabd ctl mark`, and is killed (SIGKILL) before it can finish; `grabd recover`
+/// then writes the mark into the manifest and as a chapter of the recovered file.
+#[test]
+fn a_mark_survives_a_power_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let socket = root.join("run/control");
+    let (spool, output) = (root.join("spool"), root.join("out"));
+    let config = root.join("grabd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{CONFIG}\n[device]\nspool = {spool:?}\noutput = {output:?}\ncontrol_socket = {socket:?}\n"
+        ),
+    )
+    .unwrap();
+    let mut run = std::process::Command::new(common::cli::BIN)
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ask = |request: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match control::request(&socket, request) {
+                Ok(reply) => return reply,
+                Err(e) => assert!(Instant::now() < deadline, "{request}: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    assert_eq!(ask("start")["ok"], true);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !finished_chunk_exists(&spool) {
+        assert!(Instant::now() < deadline, "no chunk was finished");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(ask("mark")["ok"], true);
+    std::thread::sleep(Duration::from_millis(600));
+    run.kill().unwrap();
+    run.wait().unwrap();
+
+    let r = common::cli::grabd([
+        "recover".as_ref(),
+        "--spool".as_ref(),
+        spool.as_os_str(),
+        "--output".as_ref(),
+        output.as_os_str(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mkv = PathBuf::from(r.last_line().expect("a recovered file"));
+    verify(&mkv);
+    let manifest = read_json(&mkv.with_extension("json"));
+    assert_eq!(manifest["recovered"], true);
+    let marks = manifest["marks_s"].as_array().expect("marks_s").clone();
+    assert_eq!(marks.len(), 1, "{manifest}");
+    let mark = marks[0].as_f64().unwrap();
+    let found = chapters(&mkv);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        (found[0].0 - mark).abs() < 0.001,
+        "{found:?} vs mark {mark}"
+    );
+    assert_eq!(found[0].1, "mark 1");
+}
+
+/// Whether the recording in `spool` has finished its first chunk.
+fn finished_chunk_exists(spool: &Path) -> bool {
+    std::fs::read_dir(spool)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|d| d.path().join("00000.mkv").exists())
 }

@@ -31,6 +31,29 @@ pub struct ChunkJob {
 pub struct FinalOutput {
     pub path: PathBuf,
     pub global_tags: Vec<(String, String)>,
+    /// Bookmarks made while recording, written as chapters when the file is finished.
+    pub marks: Marks,
+}
+
+/// A recording's bookmarks in media µs, shared by the recording (which adds them) and
+/// the finalizer (which writes them as chapters at the end).
+#[derive(Debug, Clone, Default)]
+pub struct Marks(std::sync::Arc<std::sync::Mutex<Vec<i64>>>);
+
+impl Marks {
+    pub fn push(&self, media_us: i64) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(media_us);
+    }
+
+    /// The marks so far, in time order.
+    pub fn snapshot(&self) -> Vec<i64> {
+        let mut marks = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        marks.sort_unstable();
+        marks
+    }
 }
 
 /// A merged chunk on disk.
@@ -233,7 +256,7 @@ impl Growing {
                 .waiting
                 .drain(..)
                 .try_for_each(|path| writer.append(&path, ReadMode::Strict));
-            match appended.and_then(|()| writer.finish()) {
+            match appended.and_then(|()| writer.finish(&output.marks.snapshot())) {
                 Ok(summary) => return Ok(Some(summary)),
                 Err(e) => {
                     tracing::warn!(error = %e, "finishing the grown final file failed; rebuilding it from the chunks")
@@ -247,6 +270,7 @@ impl Growing {
             &output.path,
             streams,
             &output.global_tags,
+            &output.marks.snapshot(),
             muxer,
             ReadMode::Strict,
         )

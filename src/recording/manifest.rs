@@ -28,6 +28,9 @@ pub struct Session {
     /// second): `stopped_unix_us` follows the monotonic clock instead.
     #[serde(default)]
     pub clock_step_us: Option<i64>,
+    /// Bookmarks, in media µs, written as they are made (a power cut keeps them).
+    #[serde(default)]
+    pub marks_us: Vec<i64>,
     #[serde(default)]
     pub stats: Vec<StreamStats>,
 }
@@ -71,6 +74,10 @@ pub struct Manifest {
     /// monotonic clock from the start either way.
     #[serde(default)]
     pub clock_stepped_s: Option<f64>,
+    /// Bookmarks (a double press while recording, `grabd ctl mark`), in media seconds;
+    /// the file holds each as a chapter.
+    #[serde(default)]
+    pub marks_s: Vec<f64>,
     pub streams: Vec<ManifestStream>,
     pub file: ManifestFile,
     pub recovered: bool,
@@ -160,6 +167,9 @@ pub fn write_manifest(
         clock_stepped_s: session
             .and_then(|s| s.clock_step_us)
             .map(|us| (us / 1000) as f64 / 1000.0),
+        marks_s: session.map_or_else(Vec::new, |s| {
+            s.marks_us.iter().map(|&us| us as f64 / 1e6).collect()
+        }),
         streams,
         file: ManifestFile {
             name: mkv

@@ -520,13 +520,15 @@ impl ConcatWriter {
         durable::sync_file(&self.tmp)
     }
 
-    /// Write the trailer and make the file durable under its final name.
-    pub fn finish(mut self) -> Result<MergeSummary> {
+    /// Write the recording's bookmarks (`marks_us`, media µs) as chapters and the
+    /// trailer, and make the file durable under its final name.
+    pub fn finish(mut self, marks_us: &[i64]) -> Result<MergeSummary> {
         let result = (|| {
             let mut octx = self
                 .octx
                 .take()
                 .ok_or_else(|| bad_file(&self.tmp, "already finished"))?;
+            add_chapters(&mut octx, &self.tmp, marks_us)?;
             octx.write_trailer()
                 .map_err(|e| Error::media(format!("finish {}", self.tmp.display()), e))?;
             drop(octx);
@@ -555,6 +557,17 @@ impl ConcatWriter {
             file: Some(facts),
         })
     }
+}
+
+/// One chapter per bookmark, named "mark N", each starting at its mark: Matroska's
+/// muxer writes chapters added after the header with the trailer.
+fn add_chapters(octx: &mut format::context::Output, path: &Path, marks_us: &[i64]) -> Result<()> {
+    for (n, &at) in marks_us.iter().enumerate() {
+        let number = n as i64 + 1;
+        octx.add_chapter(number, MICROS, at, at, format!("mark {number}"))
+            .map_err(|e| Error::media(format!("add a chapter to {}", path.display()), e))?;
+    }
+    Ok(())
 }
 
 /// The byte position of an output's writer (how much it has written, buffered or not).
@@ -610,6 +623,7 @@ pub fn merge_recording_chunks(
     output_path: &Path,
     declared: &[DeclaredTrack],
     global_tags: &[(String, String)],
+    marks_us: &[i64],
     settings: MuxerSettings,
     mode: ReadMode,
 ) -> Result<Option<MergeSummary>> {
@@ -624,5 +638,5 @@ pub fn merge_recording_chunks(
     for chunk in &chunks {
         writer.append(chunk, mode)?;
     }
-    writer.finish().map(Some)
+    writer.finish(marks_us).map(Some)
 }

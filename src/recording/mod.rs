@@ -39,7 +39,7 @@ pub use encoder::{DataStreamEncoder, VideoStreamEncoder};
 pub use error::{Error, Result};
 pub use events::{ErrorCallback, StartChunkCallback};
 pub use faults::InjectedFaults;
-pub use finalizer::FinalOutput;
+pub use finalizer::{FinalOutput, Marks};
 pub use manifest::Manifest;
 pub use media::MuxerSettings;
 pub use merge::{merge_recording_chunks, merge_stream_files, ConcatWriter, ReadMode};

@@ -222,7 +222,8 @@ pub fn finish_recording_dir(
     }
     if had_parts || !mkv.exists() {
         let tags = vec![(super::media::TAG_RECORDING_ID.to_owned(), id.clone())];
-        match merge_recording_chunks(dir, &mkv, &[], &tags, muxer, ReadMode::Salvage)? {
+        let marks_us = session.as_ref().map_or(&[][..], |s| &s.marks_us[..]);
+        match merge_recording_chunks(dir, &mkv, &[], &tags, marks_us, muxer, ReadMode::Salvage)? {
             Some(summary) => known = summary.file,
             None => {
                 tracing::info!(dir = %dir.display(), "recording holds no frame; removing it");

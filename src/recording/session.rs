@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::durable;
 use super::error::{Error, Result};
-use super::finalizer::FinalOutput;
+use super::finalizer::{FinalOutput, Marks};
 use super::manifest::{Session, SessionStream};
 use super::media::TAG_RECORDING_ID;
 use super::recovery::{finish_recording_dir, Finished};
@@ -22,6 +22,8 @@ pub struct Recording {
     output: PathBuf,
     writer: ChunkedWriter,
     session: Session,
+    /// Shared with the finalizer, which writes them as the final file's chapters.
+    marks: Marks,
     _lock: RecordingLock,
 }
 
@@ -68,13 +70,16 @@ impl Recording {
             software_version: env!("CARGO_PKG_VERSION").to_owned(),
             stopped_unix_us: None,
             clock_step_us: None,
+            marks_us: Vec::new(),
             stats: Vec::new(),
         };
+        let marks = Marks::default();
         let result = (|| {
             session.write(&dir)?;
             options.final_output = Some(FinalOutput {
                 path: spool::final_mkv_path(output, &id),
                 global_tags: vec![(TAG_RECORDING_ID.to_owned(), id.clone())],
+                marks: marks.clone(),
             });
             let mut writer = ChunkedWriter::with_streams(&id, &dir, streams, options)?;
             writer.start()?;
@@ -97,8 +102,24 @@ impl Recording {
             output: output.to_owned(),
             writer,
             session,
+            marks,
             _lock: lock,
         })
+    }
+
+    /// Bookmark the moment `at_monotonic_us` (a double press, `grabd ctl mark`): a
+    /// chapter in the final file and an entry of the manifest's `marks_s`. It is made
+    /// durable at once in the session file, so a power cut keeps it. Returns its media
+    /// time in µs (0 before the first frame).
+    pub fn mark(&mut self, at_monotonic_us: i64) -> Result<i64> {
+        let media_us = self
+            .writer
+            .origin()
+            .map_or(0, |o| (at_monotonic_us - o.monotonic_us).max(0));
+        self.marks.push(media_us);
+        self.session.marks_us = self.marks.snapshot();
+        self.session.write(&self.dir)?;
+        Ok(media_us)
     }
 
     pub fn id(&self) -> &str {

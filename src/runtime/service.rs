@@ -149,7 +149,7 @@ struct Current {
     guard: SpaceGuard,
     started: Instant,
     from_us: i64,
-    marks_us: Vec<i64>,
+    marks: usize,
     logged_first_frame: bool,
     failure: Arc<Mutex<Option<String>>>,
 }
@@ -378,9 +378,16 @@ impl Service<'_> {
                 Effect::Stop { at_us } => self.stop_recording(at_us),
                 Effect::Mark { at_us } => {
                     if let Some(current) = &mut self.current {
-                        let at_s = (at_us - current.from_us) as f64 / 1e6;
-                        tracing::info!(id = %current.recording.id(), at_s, "mark");
-                        current.marks_us.push(at_us);
+                        let id = current.recording.id().to_owned();
+                        current.marks += 1;
+                        match current.recording.mark(at_us) {
+                            Ok(media_us) => {
+                                tracing::info!(id = %id, at_s = media_us as f64 / 1e6, "mark")
+                            }
+                            Err(e) => {
+                                tracing::error!(id = %id, error = %e, "could not keep a mark")
+                            }
+                        }
                     }
                 }
                 Effect::Status => {
@@ -469,7 +476,7 @@ impl Service<'_> {
             guard,
             started: Instant::now(),
             from_us,
-            marks_us: Vec::new(),
+            marks: 0,
             logged_first_frame: false,
             failure,
         });
@@ -485,23 +492,9 @@ impl Service<'_> {
             tap.detach(at_us);
         }
         let id = current.recording.id().to_owned();
-        let output = self.config.device.output.clone();
-        let marks: Vec<f64> = current
-            .marks_us
-            .iter()
-            .map(|m| (m - current.from_us) as f64 / 1e6)
-            .collect();
         tracing::info!(id = %id, seconds = (at_us - current.from_us) as f64 / 1e6, "stopping; finishing in the background");
         let recording = current.recording;
-        let spawned = crate::thread::spawn("finish", &id, None, move |_| {
-            let stopped = recording.stop()?;
-            if let Some(finished) = &stopped.finished {
-                if !marks.is_empty() {
-                    write_marks(&output, finished, &marks)?;
-                }
-            }
-            Ok(stopped)
-        });
+        let spawned = crate::thread::spawn("finish", &id, None, move |_| recording.stop());
         match spawned {
             Ok(handle) => self.finishing.push((id, handle)),
             Err(e) => {
@@ -733,7 +726,7 @@ impl Service<'_> {
             serde_json::json!({
                 "id": c.recording.id(),
                 "seconds": c.started.elapsed().as_secs_f64(),
-                "marks": c.marks_us.len(),
+                "marks": c.marks,
             })
         });
         serde_json::json!({
@@ -800,22 +793,4 @@ impl Service<'_> {
             }
         }
     }
-}
-
-/// The marks of a finished recording, beside its manifest, durably.
-fn write_marks(
-    output: &std::path::Path,
-    finished: &recording::Finished,
-    marks_s: &[f64],
-) -> Result<(), recording::Error> {
-    let stem = finished
-        .mkv
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let json = serde_json::json!({ "recording_id": stem, "marks_s": marks_s });
-    recording::durable::write_file(
-        &output.join(format!("{stem}.marks.json")),
-        json.to_string().as_bytes(),
-    )
 }

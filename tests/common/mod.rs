@@ -195,6 +195,7 @@ impl Rig {
         options.final_output = Some(FinalOutput {
             path: final_path.clone(),
             global_tags: vec![],
+            marks: Default::default(),
         });
         let videos = specs
             .iter()
