@@ -1290,10 +1290,11 @@ fn task_merge(p: &Value) -> Result<Value> {
             for i in k * per_chunk..(k + 1) * per_chunk {
                 let packets =
                     encoder.encode(&frames.data(s, i), ts_us(i, w.fps) - start_us, false)?;
-                part.write(&encoder, packets)?;
+                part.write(&encoder, packets, ts_us(i, w.fps))?;
             }
             let packets = encoder.flush()?;
-            part.write(&encoder, packets)?;
+            // No latency budget here: the capture time only matters to `end_cluster`.
+            part.write(&encoder, packets, 0)?;
             part.close().1?;
             paths.push(path);
         }

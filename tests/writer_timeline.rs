@@ -499,3 +499,44 @@ fn a_burst_after_a_stall_keeps_timestamps_strictly_increasing_in_the_file() {
     }
     rig.assert_final_decodes(&[("rgb", 34)]);
 }
+
+/// Packets of `path` as far as it reads now (it may be growing), or `None` while it
+/// cannot be opened.
+fn packets_so_far(path: &std::path::Path) -> Option<usize> {
+    use ffmpeg_next as ff;
+    ff::init().ok()?;
+    let mut input = ff::format::input(&path).ok()?;
+    let mut n = 0;
+    while ff::Packet::empty().read(&mut input).is_ok() {
+        n += 1;
+    }
+    Some(n)
+}
+
+/// Regression test (issue 12 item 1): the muxer held a cluster in memory until it
+/// spanned `cluster_time_limit` of media, so the newest frame of a stream that runs
+/// slowly or sheds frames stayed off the card for as long as no later frame came. Under
+/// a latency budget a cluster is ended once its oldest packet was captured
+/// `cluster_time_limit` + 100 ms ago: a lone frame reaches its part on its own.
+#[test]
+fn under_a_latency_budget_a_lone_frame_reaches_its_part_without_a_next_one() {
+    let options = WriterOptions {
+        max_latency: Some(Duration::from_secs(1)),
+        ..options(60_000)
+    };
+    let mut rig = Rig::start("lone", vec![Spec::Data("imu")], options);
+    rig.push("imu", grabd::clock::monotonic_us(), 0);
+    let part = rig.spool.join("00000.imu.mkv.part");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while packets_so_far(&part) != Some(1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the frame did not reach {} within 20 s",
+            part.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    rig.stop_cleanly();
+    let tracks = read_tracks(&rig.final_path);
+    assert_eq!(track(&tracks, "imu").packets.len(), 1);
+}

@@ -5,7 +5,11 @@
 //! tags that let recovery place it on the recording's timeline without the writer's
 //! memory. While it grows, and once more when it is closed, the [`PartSyncer`] fsyncs it
 //! off the capture and encoder threads, so a power cut loses at most about one Matroska
-//! cluster plus one sync poll.
+//! cluster plus one sync poll. The muxer holds a cluster in memory until it spans
+//! `cluster_time_limit` of media; under a latency budget the encoder thread also ends a
+//! cluster whose oldest packet was captured too long ago ([`PartWriter::end_cluster`]),
+//! since a stream that sheds frames or runs slowly takes far longer than that in real
+//! time to fill one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -40,6 +44,9 @@ struct OpenPart {
     octx: format::context::Output,
     in_time_base: Rational,
     out_time_base: Rational,
+    /// Capture time (monotonic µs) of the oldest packet in the muxer's open cluster:
+    /// nothing of it is in the file yet.
+    buffered_since_us: Option<i64>,
 }
 
 /// Add stream `stream_name`'s track to `octx`, as every file grabd writes names it: the
@@ -95,12 +102,14 @@ impl PartWriter {
         &self.path
     }
 
-    /// Mux packets whose timestamps are in the encoder's time base. The file and its
-    /// header are created with the first packet.
+    /// Mux packets whose timestamps are in the encoder's time base, of frames captured
+    /// at `captured_us` (monotonic µs) or later. The file and its header are created
+    /// with the first packet.
     pub fn write(
         &mut self,
         encoder: &StreamEncoder,
         packets: impl IntoIterator<Item = ffmpeg::Packet>,
+        captured_us: i64,
     ) -> Result<()> {
         for mut packet in packets {
             if self.open.is_none() {
@@ -115,11 +124,42 @@ impl PartWriter {
             packet.rescale_ts(open.in_time_base, open.out_time_base);
             packet.set_stream(0);
             packet.set_position(-1);
+            let before = written_bytes(&mut open.octx);
             packet
                 .write(&mut open.octx)
                 .map_err(|e| Error::media(format!("write {}", self.path.display()), e))?;
             self.packets += 1;
+            if written_bytes(&mut open.octx) != before {
+                // The muxer wrote out its cluster: this packet opened the next one.
+                open.buffered_since_us = Some(captured_us);
+            } else {
+                open.buffered_since_us.get_or_insert(captured_us);
+            }
         }
+        Ok(())
+    }
+
+    /// End the open cluster, so that it reaches the file (and the syncer), when its
+    /// oldest packet was captured at or before `captured_by_us` (monotonic µs).
+    pub fn end_cluster(&mut self, captured_by_us: i64) -> Result<()> {
+        let Some(open) = self.open.as_mut() else {
+            return Ok(());
+        };
+        if open.buffered_since_us.map_or(true, |t| t > captured_by_us) {
+            return Ok(());
+        }
+        // SAFETY: the context is open with its header written; a NULL packet asks a
+        // muxer that allows flushing (Matroska ends its cluster) to write out what it
+        // buffers, and libavformat then flushes the I/O context (flush_packets).
+        let ret =
+            unsafe { ffmpeg::ffi::av_write_frame(open.octx.as_mut_ptr(), std::ptr::null_mut()) };
+        if ret < 0 {
+            return Err(Error::media(
+                format!("end a cluster of {}", self.path.display()),
+                ffmpeg::Error::from(ret),
+            ));
+        }
+        open.buffered_since_us = None;
         Ok(())
     }
 
@@ -141,6 +181,7 @@ impl PartWriter {
             octx,
             in_time_base: spec.time_base,
             out_time_base,
+            buffered_since_us: None,
         })
     }
 
@@ -191,6 +232,13 @@ impl Drop for PartWriter {
             }
         }
     }
+}
+
+/// Bytes the muxer has handed to its I/O context so far (buffered or written).
+fn written_bytes(octx: &mut format::context::Output) -> i64 {
+    // SAFETY: an open output context has a valid `pb`; seeking 0 bytes from the current
+    // position only reports that position (avio_tell).
+    unsafe { ffmpeg::ffi::avio_seek((*octx.as_mut_ptr()).pb, 0, nix::libc::SEEK_CUR) }
 }
 
 /// Keeps part files durable while they grow. Every `interval` (50 ms by default) it

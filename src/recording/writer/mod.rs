@@ -148,6 +148,9 @@ struct Shared {
     chunk_length_us: i64,
     grace: Duration,
     muxer: MuxerSettings,
+    /// Under a latency budget, how long after its oldest packet's capture a cluster is
+    /// ended in real time: `cluster_time_limit` plus [`CLUSTER_HOLD_SLACK`].
+    cluster_hold_us: Option<i64>,
     origin: OnceLock<Origin>,
     /// The earliest timestamp pushed on any stream so far: the origin is fixed from it
     /// when the first frame is processed, so a stream whose first frame is processed a
@@ -267,6 +270,12 @@ fn container_ms(media_us: i64) -> i64 {
 /// How often an idle encoder thread looks at the barrier and the stop flag.
 const TICK: Duration = Duration::from_millis(20);
 
+/// Past `cluster_time_limit` of real time since its oldest packet's capture, a cluster
+/// is ended by the encoder thread. Normally the muxer ends it first (its frames arrive
+/// in about real time); a stream that sheds frames, runs at a low rate or lags behind
+/// its capture would otherwise keep its newest frames in memory well past the budget.
+const CLUSTER_HOLD_SLACK: Duration = Duration::from_millis(100);
+
 /// How long `stop` waits for each kind of thread.
 #[derive(Debug, Clone, Copy)]
 pub struct StopDeadlines {
@@ -384,6 +393,10 @@ impl ChunkedWriter {
             chunk_length_us,
             grace: options.rotation_grace,
             muxer: options.muxer,
+            cluster_hold_us: options.max_latency.map(|_| {
+                i64::from(options.muxer.cluster_time_limit_ms) * 1000
+                    + CLUSTER_HOLD_SLACK.as_micros() as i64
+            }),
             origin: OnceLock::new(),
             earliest_pushed_us: Arc::new(AtomicI64::new(i64::MAX)),
             barrier: Mutex::new(Barrier::new(
@@ -736,6 +749,7 @@ fn stream_loop(
     let mut left_at_stop: Option<usize> = None;
     loop {
         heartbeat.beat();
+        track.end_overdue_cluster()?;
         // Only a silent stream (nothing queued, nothing received for the grace period)
         // is closed without reaching the boundary: one that is merely behind (a backlog,
         // a slow or deep encoder) will get there and must not lose its frames.

@@ -137,11 +137,23 @@ impl<'a> Track<'a> {
                     .insert(self.open_part(chunk.max(self.closed_before))),
             };
             let start_us = self.shared.chunk_start_us(part.index);
+            let timeline_us = packet.pts().or(packet.dts()).unwrap_or(0);
+            let captured_us = self.shared.origin.get().map_or(0, |o| o.monotonic_us) + timeline_us;
             packet.set_pts(packet.pts().map(|t| t - start_us));
             packet.set_dts(packet.dts().map(|t| t - start_us));
-            part.writer.write(encoder, [packet])?;
+            part.writer.write(encoder, [packet], captured_us)?;
         }
         Ok(())
+    }
+
+    /// Under a latency budget: end the open part's cluster once its oldest packet was
+    /// captured more than `Shared::cluster_hold_us` ago (see `part`).
+    pub fn end_overdue_cluster(&mut self) -> Result<()> {
+        let (Some(hold_us), Some(part)) = (self.shared.cluster_hold_us, self.part.as_mut()) else {
+            return Ok(());
+        };
+        part.writer
+            .end_cluster(crate::clock::monotonic_us() - hold_us)
     }
 
     fn open_part(&self, index: u64) -> OpenPart {
