@@ -403,7 +403,8 @@ impl Frames {
                     batch.push(sensor.sample_at(next_sample * 10_000));
                     next_sample += 1;
                 }
-                imu.push(Arc::from(encode_batch(&batch)));
+                // Sample times start at 0, the recording's origin.
+                imu.push(Arc::from(encode_batch(&batch, 0)));
             }
         }
         Ok(Frames {

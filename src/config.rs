@@ -30,12 +30,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::capture::SyntheticPattern;
+use crate::capture::{SyntheticPattern, V4l2Config};
 use crate::gpio::{Bias, LineSpec};
 use crate::recording::{
     DataStreamConfig, MuxerSettings, StreamConfig, VideoStreamConfig, WriterOptions,
 };
 use crate::runtime::state::{Action, GestureConfig};
+use crate::sensors::Mpu6050Config;
 
 use mistake::Source;
 pub use mistake::{KeyPath, Mistake};
@@ -206,6 +207,8 @@ pub struct RawRecording {
     pub cluster_time_limit_ms: Option<u32>,
     /// Stop recording when free space falls below this many MiB.
     pub min_free_mb: Option<u64>,
+    /// `"stop"` (default) or `"continue"`.
+    pub on_source_loss: Option<String>,
 }
 
 /// The keys of a `[[stream]]` that [`RawStream`] reads itself; the rest are the stream
@@ -233,6 +236,10 @@ pub struct RawStream {
     #[serde(flatten)]
     pub rest: toml::Table,
 }
+
+/// `codec = "h264"`: the hardware encoder where one exists, else libx264 (see
+/// [`crate::capture::choose_h264`]).
+pub const H264_LADDER: &str = "h264";
 
 fn default_source() -> String {
     "synthetic".into()
@@ -431,7 +438,40 @@ impl RawDevice {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceSpec {
     SyntheticVideo(SyntheticPattern),
-    SyntheticImu { rate_hz: f64, batching: Batching },
+    SyntheticImu {
+        rate_hz: f64,
+        batching: Batching,
+    },
+    /// `source = "v4l2:/dev/..."`.
+    V4l2(V4l2Config),
+    /// `source = "mpu6050:/dev/i2c-N@0xNN"`.
+    Mpu6050 {
+        config: Mpu6050Config,
+        batching: Batching,
+    },
+}
+
+impl SourceSpec {
+    /// How IMU samples of this source are grouped, for IMU sources.
+    pub fn batching(&self) -> Option<&Batching> {
+        match self {
+            SourceSpec::SyntheticImu { batching, .. } | SourceSpec::Mpu6050 { batching, .. } => {
+                Some(batching)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What happens to a recording when one of its sources is lost (a camera unplugged, an
+/// IMU gone from the bus).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SourceLossPolicy {
+    /// Finish the recording with everything before the loss, and report the failure.
+    #[default]
+    Stop,
+    /// Keep recording the other streams; the lost source rejoins when it comes back.
+    Continue,
 }
 
 /// How IMU samples are grouped into packets.
@@ -457,6 +497,7 @@ pub struct Config {
     pub writer: WriterOptions,
     pub min_free_bytes: u64,
     pub device: DeviceConfig,
+    pub on_source_loss: SourceLossPolicy,
 }
 
 /// The reference device's streams: rgb 1280x800@25 H.264, depth 640x400@25 FFV1
@@ -579,6 +620,16 @@ impl Config {
         // In range: at most 2^40 bytes.
         let min_free_bytes = min_free_mb << 20;
         let device = raw.device.validate()?;
+        let on_source_loss = match r.on_source_loss.as_deref() {
+            None | Some("stop") => SourceLossPolicy::Stop,
+            Some("continue") => SourceLossPolicy::Continue,
+            Some(other) => {
+                return Err(Mistake::at(
+                    setting("on_source_loss"),
+                    format!("must be \"stop\" or \"continue\", got {other:?}"),
+                ))
+            }
+        };
 
         let raw_streams =
             match raw.stream {
@@ -607,12 +658,9 @@ impl Config {
                     .and_then(|t| t.get(index))
                     .ok_or_else(|| err("not a [[stream]] table".into()))
             };
-            if s.source != "synthetic" {
-                return Err(Mistake::at(
-                    at.key("source"),
-                    format!("unknown source {:?} (this build has: synthetic)", s.source),
-                ));
-            }
+            let hardware = sources::parse(&s.source, &s.kind, &s.rest)
+                .map_err(|(key, m)| Mistake::at(at.key(key), m))?;
+            let skip = [RAW_STREAM_KEYS, sources::KEYS].concat();
             let (config, source) = match s.kind.as_str() {
                 "video" => {
                     if s.rate_hz.is_some() || s.batch_with.is_some() || s.batch_hz.is_some() {
@@ -620,8 +668,25 @@ impl Config {
                             "rate_hz/batch_with/batch_hz are for data streams".into()
                         ));
                     }
-                    let video: VideoStreamConfig =
-                        source.deserialize_table(fields()?, &at, RAW_STREAM_KEYS)?;
+                    let mut video: VideoStreamConfig =
+                        source.deserialize_table(fields()?, &at, &skip)?;
+                    if video.codec == H264_LADDER {
+                        video = ladder(&s.name, video);
+                    }
+                    if let Some(sources::Hardware::Camera(camera)) = &hardware {
+                        let mut camera = camera.clone();
+                        (camera.width, camera.height, camera.fps) =
+                            (video.width, video.height, video.fps);
+                        sources::set_input_format(&mut video, camera.format)
+                            .map_err(|m| Mistake::at(at.key("input_pixel_format"), m))?;
+                        crate::recording::VideoStreamEncoder::check(&video).map_err(setting)?;
+                        streams.push(StreamSpec {
+                            name: s.name.clone(),
+                            config: StreamConfig::Video(video),
+                            source: SourceSpec::V4l2(camera),
+                        });
+                        continue;
+                    }
                     crate::recording::VideoStreamEncoder::check(&video).map_err(setting)?;
                     let pattern = SyntheticPattern::for_pixel_format(&video.input_pixel_format)
                         .ok_or_else(|| {
@@ -639,9 +704,12 @@ impl Config {
                     )
                 }
                 "data" => {
-                    let data: DataStreamConfig =
-                        source.deserialize_table(fields()?, &at, RAW_STREAM_KEYS)?;
+                    let mut data: DataStreamConfig =
+                        source.deserialize_table(fields()?, &at, &skip)?;
                     data.validate().map_err(setting)?;
+                    for (key, value) in crate::sensors::IMU_TRACK_TAGS {
+                        data.metadata.insert(key.into(), value.into());
+                    }
                     let rate_hz = limits::RATE_HZ
                         .check(s.rate_hz.unwrap_or(100.0))
                         .map_err(|m| Mistake::at(at.key("rate_hz"), m))?;
@@ -655,10 +723,27 @@ impl Config {
                         (None, Some(video)) => Batching::PerFrameOf(video),
                         (None, None) => Batching::Rate(25.0),
                     };
-                    (
-                        StreamConfig::Data(data),
-                        SourceSpec::SyntheticImu { rate_hz, batching },
-                    )
+                    let source = match hardware {
+                        Some(sources::Hardware::Imu(mut imu)) => {
+                            imu.rate_hz = rate_hz;
+                            imu.validate().map_err(|m| {
+                                // The message starts with the key it is about.
+                                let key = m.split(' ').next().unwrap_or_default();
+                                let key = if sources::KEYS.contains(&key) || key == "rate_hz" {
+                                    key
+                                } else {
+                                    "source"
+                                };
+                                Mistake::at(at.key(key), format!("{}: {m}", imu.device()))
+                            })?;
+                            SourceSpec::Mpu6050 {
+                                config: imu,
+                                batching,
+                            }
+                        }
+                        _ => SourceSpec::SyntheticImu { rate_hz, batching },
+                    };
+                    (StreamConfig::Data(data), source)
                 }
                 other => {
                     return Err(Mistake::at(
@@ -683,11 +768,7 @@ impl Config {
                     format!("stream {:?} appears twice", spec.name),
                 ));
             }
-            if let SourceSpec::SyntheticImu {
-                batching: Batching::PerFrameOf(video),
-                ..
-            } = &spec.source
-            {
+            if let Some(Batching::PerFrameOf(video)) = spec.source.batching() {
                 let ok = streams
                     .iter()
                     .any(|o| &o.name == video && matches!(o.config, StreamConfig::Video(_)));
@@ -704,6 +785,7 @@ impl Config {
             writer,
             min_free_bytes,
             device,
+            on_source_loss,
         })
     }
 
@@ -730,6 +812,197 @@ fn stream_mistake(stream: &KeyPath, e: crate::recording::Error) -> Mistake {
         Error::InvalidSetting { field, message } => Mistake::at(stream.key(field), message),
         Error::InvalidConfig(message) => Mistake::at(stream.clone(), message),
         other => Mistake::at(stream.clone(), other.to_string()),
+    }
+}
+
+/// `codec = "h264"`: pick the encoder (see [`crate::capture::choose_h264`]), log it.
+fn ladder(stream: &str, video: VideoStreamConfig) -> VideoStreamConfig {
+    let choice = crate::capture::choose_h264_here();
+    for (path, why) in &choice.rejected {
+        tracing::debug!(stream, device = %path.display(), why, "not an H.264 encoder");
+    }
+    tracing::info!(stream, encoder = choice.codec, reason = %choice.reason, "H.264 encoder chosen");
+    crate::capture::apply_h264_choice(video, &choice)
+}
+
+/// The hardware part of a stream's `source`: `v4l2:` cameras and `mpu6050:` IMUs, with
+/// their own keys (which the stream config does not read).
+mod sources {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use crate::capture::{CaptureFormat, V4l2Config};
+    use crate::recording::VideoStreamConfig;
+    use crate::sensors::Mpu6050Config;
+
+    pub enum Hardware {
+        Camera(V4l2Config),
+        Imu(Mpu6050Config),
+    }
+
+    const CAMERA_KEYS: [&str; 4] = ["capture_format", "buffers", "allow_snap", "timeout_ms"];
+    const IMU_KEYS: [&str; 3] = ["accel_range_g", "gyro_range_dps", "dlpf"];
+    /// Every source-specific key (not the stream config's).
+    pub const KEYS: &[&str] = &[
+        "capture_format",
+        "buffers",
+        "allow_snap",
+        "timeout_ms",
+        "accel_range_g",
+        "gyro_range_dps",
+        "dlpf",
+    ];
+
+    /// A mistake: the key it is about and what is wrong.
+    type Wrong = (&'static str, String);
+
+    /// `None` for `synthetic`. Errors name the source (the device) and what is wrong.
+    pub fn parse(source: &str, kind: &str, rest: &toml::Table) -> Result<Option<Hardware>, Wrong> {
+        let (scheme, target) = source.split_once(':').unwrap_or((source, ""));
+        let misplaced = |keys: &[&'static str], owner: &str| -> Result<(), Wrong> {
+            match keys.iter().find(|k| rest.contains_key(**k)) {
+                Some(key) => Err((key, format!("{key} is for {owner} sources"))),
+                None => Ok(()),
+            }
+        };
+        let expect_kind = |wanted: &str| -> Result<(), Wrong> {
+            if kind == wanted {
+                Ok(())
+            } else {
+                Err(("kind", format!("source {source:?} needs kind = {wanted:?}")))
+            }
+        };
+        match scheme {
+            "synthetic" if target.is_empty() => {
+                misplaced(&CAMERA_KEYS, "v4l2")?;
+                misplaced(&IMU_KEYS, "mpu6050")?;
+                Ok(None)
+            }
+            "v4l2" => {
+                expect_kind("video")?;
+                misplaced(&IMU_KEYS, "mpu6050")?;
+                let device = device_path(source, target)?;
+                let format_name = get_str(rest, "capture_format")?.unwrap_or("YUYV".into());
+                let format = CaptureFormat::from_name(&format_name).ok_or_else(|| {
+                    (
+                        "capture_format",
+                        format!(
+                            "{source}: capture_format {format_name:?} is not one of {}",
+                            CaptureFormat::NAMES
+                        ),
+                    )
+                })?;
+                // Size and rate come from the stream's own width/height/fps.
+                let mut camera = V4l2Config::new(device, format, 0, 0, 0.0);
+                if let Some(n) = get_int(rest, "buffers")? {
+                    camera.buffers = u32::try_from(n).unwrap_or(0);
+                }
+                if let Some(allow) = get_bool(rest, "allow_snap")? {
+                    camera.allow_snap = allow;
+                }
+                if let Some(ms) = get_int(rest, "timeout_ms")? {
+                    camera.timeout = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+                }
+                camera.validate().map_err(|m| {
+                    let key = if m.starts_with("buffers") { "buffers" } else { "timeout_ms" };
+                    (key, format!("{source}: {m}"))
+                })?;
+                Ok(Some(Hardware::Camera(camera)))
+            }
+            "mpu6050" => {
+                expect_kind("data")?;
+                misplaced(&CAMERA_KEYS, "v4l2")?;
+                let (bus, address) = match target.rsplit_once('@') {
+                    Some((bus, address)) => (bus, parse_address(source, address)?),
+                    None => (target, 0x68),
+                };
+                let mut imu = Mpu6050Config::new(device_path(source, bus)?, address);
+                if let Some(g) = get_int(rest, "accel_range_g")? {
+                    imu.accel_range_g = u32::try_from(g).unwrap_or(0);
+                }
+                if let Some(dps) = get_int(rest, "gyro_range_dps")? {
+                    imu.gyro_range_dps = u32::try_from(dps).unwrap_or(0);
+                }
+                if let Some(dlpf) = get_int(rest, "dlpf")? {
+                    imu.dlpf = u8::try_from(dlpf).unwrap_or(u8::MAX);
+                }
+                Ok(Some(Hardware::Imu(imu)))
+            }
+            _ => Err((
+                "source",
+                format!(
+                    "unknown source {source:?} (sources: synthetic, v4l2:/dev/..., mpu6050:/dev/i2c-N@0x68)"
+                ),
+            )),
+        }
+    }
+
+    /// The camera's frames decide the stream's input pixel format (`rgb24`, the
+    /// default, is taken as not set).
+    pub fn set_input_format(
+        video: &mut VideoStreamConfig,
+        format: CaptureFormat,
+    ) -> Result<(), String> {
+        let wanted = format.pixel_format();
+        if video.input_pixel_format != wanted && video.input_pixel_format != "rgb24" {
+            return Err(format!(
+                "input_pixel_format {:?} does not match the camera's {wanted} (leave it out)",
+                video.input_pixel_format
+            ));
+        }
+        video.input_pixel_format = wanted.into();
+        Ok(())
+    }
+
+    fn device_path(source: &str, path: &str) -> Result<PathBuf, Wrong> {
+        if path.starts_with("/dev/") && path.len() > 5 {
+            Ok(PathBuf::from(path))
+        } else {
+            Err((
+                "source",
+                format!("{source:?}: the device must be a path under /dev/"),
+            ))
+        }
+    }
+
+    fn parse_address(source: &str, text: &str) -> Result<u16, Wrong> {
+        let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+            Some(hex) => u16::from_str_radix(hex, 16),
+            None => text.parse(),
+        };
+        parsed.map_err(|_| {
+            (
+                "source",
+                format!("{source:?}: {text:?} is not an I2C address"),
+            )
+        })
+    }
+
+    fn get_str(rest: &toml::Table, key: &'static str) -> Result<Option<String>, Wrong> {
+        match rest.get(key) {
+            None => Ok(None),
+            Some(toml::Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err((key, format!("{key} must be a string, got {other}"))),
+        }
+    }
+
+    fn get_int(rest: &toml::Table, key: &'static str) -> Result<Option<i64>, Wrong> {
+        match rest.get(key) {
+            None => Ok(None),
+            Some(toml::Value::Integer(n)) if *n >= 0 => Ok(Some(*n)),
+            Some(other) => Err((
+                key,
+                format!("{key} must be a whole number >= 0, got {other}"),
+            )),
+        }
+    }
+
+    fn get_bool(rest: &toml::Table, key: &'static str) -> Result<Option<bool>, Wrong> {
+        match rest.get(key) {
+            None => Ok(None),
+            Some(toml::Value::Boolean(b)) => Ok(Some(*b)),
+            Some(other) => Err((key, format!("{key} must be true or false, got {other}"))),
+        }
     }
 }
 
@@ -806,5 +1079,131 @@ mod tests {
         let defaults = Config::default_synthetic().unwrap().device;
         assert_eq!(defaults.button, None);
         assert_eq!(defaults.gestures, GestureConfig::default());
+    }
+
+    /// `codec = "h264"` goes through the encoder ladder: this machine has no V4L2 M2M
+    /// encoder, so libx264 with the configured preset, and the reason is kept as a tag.
+    #[test]
+    fn h264_picks_an_encoder_and_records_why() {
+        let text = "[[stream]]\nname=\"cam\"\nkind=\"video\"\nwidth=64\nheight=48\nfps=25\ncodec=\"h264\"\noptions={preset=\"ultrafast\"}\n";
+        let c = Config::from_toml(text, "t.toml").unwrap();
+        let StreamConfig::Video(video) = &c.streams[0].config else {
+            panic!("a video stream")
+        };
+        assert_eq!(video.codec, "libx264");
+        assert_eq!(video.stream_options["preset"], "ultrafast");
+        assert_eq!(video.metadata["encoder"], "libx264");
+        assert!(
+            video.metadata["encoder_reason"].starts_with("no V4L2"),
+            "{:?}",
+            video.metadata
+        );
+    }
+
+    fn camera_and_imu(camera_extra: &str, imu_source: &str, imu_extra: &str) -> String {
+        format!(
+            "[recording]\non_source_loss = \"continue\"\n\
+             [[stream]]\nname=\"cam\"\nkind=\"video\"\nsource=\"v4l2:/dev/v4l/by-id/usb-cam-video-index0\"\n\
+             width=320\nheight=180\nfps=30\ncodec=\"h264\"\noptions={{preset=\"ultrafast\"}}\n{camera_extra}\n\
+             [[stream]]\nname=\"imu\"\nkind=\"data\"\nsource=\"{imu_source}\"\nrate_hz=200\n{imu_extra}\n"
+        )
+    }
+
+    #[test]
+    fn v4l2_and_mpu6050_sources_take_their_own_keys() {
+        let text = camera_and_imu(
+            "capture_format=\"NV12\"\nbuffers=6\nallow_snap=true\ntimeout_ms=1500",
+            "mpu6050:/dev/i2c-1@0x69",
+            "accel_range_g=8\ngyro_range_dps=500\ndlpf=2",
+        );
+        let c = Config::from_toml(&text, "t.toml").unwrap();
+        assert_eq!(c.on_source_loss, SourceLossPolicy::Continue);
+        let SourceSpec::V4l2(camera) = &c.streams[0].source else {
+            panic!("a v4l2 source: {:?}", c.streams[0].source)
+        };
+        assert_eq!(
+            camera.device,
+            std::path::Path::new("/dev/v4l/by-id/usb-cam-video-index0")
+        );
+        assert_eq!(camera.format, crate::capture::CaptureFormat::Nv12);
+        assert_eq!((camera.width, camera.height, camera.fps), (320, 180, 30.0));
+        assert_eq!(camera.buffers, 6);
+        assert!(camera.allow_snap);
+        assert_eq!(camera.timeout, Duration::from_millis(1500));
+        let StreamConfig::Video(video) = &c.streams[0].config else {
+            panic!("video")
+        };
+        assert_eq!(video.input_pixel_format, "nv12");
+        let SourceSpec::Mpu6050 {
+            config: imu,
+            batching,
+        } = &c.streams[1].source
+        else {
+            panic!("an mpu6050 source")
+        };
+        assert_eq!(imu.bus, std::path::Path::new("/dev/i2c-1"));
+        assert_eq!(imu.address, 0x69);
+        assert_eq!(
+            (imu.rate_hz, imu.accel_range_g, imu.gyro_range_dps, imu.dlpf),
+            (200.0, 8, 500, 2)
+        );
+        assert_eq!(batching, &Batching::PerFrameOf("cam".into()));
+        let StreamConfig::Data(data) = &c.streams[1].config else {
+            panic!("data")
+        };
+        assert_eq!(data.metadata["type"], "imu");
+        assert_eq!(data.metadata["version"], "3");
+    }
+
+    #[test]
+    fn bad_sources_name_the_device_and_the_problem() {
+        let cases = [
+            (
+                camera_and_imu("capture_format=\"RGB3\"", "mpu6050:/dev/i2c-1@0x68", ""),
+                "capture_format \"RGB3\" is not one of",
+            ),
+            (
+                camera_and_imu("buffers=1", "mpu6050:/dev/i2c-1@0x68", ""),
+                "buffers 1: at least 2",
+            ),
+            (
+                camera_and_imu("", "mpu6050:/dev/i2c-1@0x50", ""),
+                "/dev/i2c-1@0x50: address 0x50",
+            ),
+            (
+                camera_and_imu("", "mpu6050:/dev/i2c-1@zz", ""),
+                "\"zz\" is not an I2C address",
+            ),
+            (
+                camera_and_imu("", "mpu6050:/dev/i2c-1", "accel_range_g=3"),
+                "accel_range_g 3",
+            ),
+            (
+                camera_and_imu("dlpf=2", "mpu6050:/dev/i2c-1", ""),
+                "dlpf is for mpu6050 sources",
+            ),
+            (
+                camera_and_imu("", "mpu6050:i2c-1", ""),
+                "the device must be a path under /dev/",
+            ),
+            (
+                camera_and_imu("", "gps:/dev/ttyS0", ""),
+                "unknown source \"gps:/dev/ttyS0\"",
+            ),
+            (
+                camera_and_imu("", "v4l2:/dev/video0", ""),
+                "needs kind = \"video\"",
+            ),
+        ];
+        for (text, needle) in cases {
+            let err = Config::from_toml(&text, "t.toml").unwrap_err().to_string();
+            assert!(err.contains(needle), "{needle:?} not in {err:?}");
+            assert!(!err.contains('\n'), "one line: {err:?}");
+        }
+        let bad_policy = "[recording]\non_source_loss = \"retry\"\n";
+        let err = Config::from_toml(bad_policy, "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("on_source_loss: must be"), "{err}");
     }
 }

@@ -1,8 +1,15 @@
 //! Camera sources. Every source hands out packed raw frames stamped on the process's
 //! monotonic clock ([`crate::clock::monotonic_us`]); the recording core takes them from
-//! there. Hardware (V4L2) sources implement the same trait.
+//! there.
+//!
+//! - [`FrameSource`]: the trait every camera implements.
+//! - [`SyntheticVideo`]: moving test patterns without hardware.
+//! - [`V4l2Camera`]: V4L2 cameras (`v4l2.rs`).
+//! - [`choose_h264`]: the H.264 encoder ladder, probing V4L2 M2M encoders (`m2m.rs`).
 
+mod m2m;
 pub mod synthetic;
+mod v4l2;
 
 use crate::recording::Frame;
 
@@ -19,4 +26,12 @@ pub trait FrameSource: Send {
     fn describe(&self) -> String;
 }
 
+pub use m2m::{
+    apply_h264_choice, choose_h264, choose_h264_here, H264Choice, M2mCandidate, HARDWARE_H264,
+    SOFTWARE_H264,
+};
 pub use synthetic::{SyntheticPattern, SyntheticVideo};
+pub use v4l2::{
+    check_negotiated, query_camera, resolve_device, CameraInfo, CaptureFormat, TimestampSource,
+    V4l2Camera, V4l2Config,
+};

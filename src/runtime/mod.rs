@@ -9,6 +9,7 @@ pub mod process;
 pub mod recorder;
 pub mod service;
 pub mod state;
+pub mod sources;
 pub mod storage;
 pub mod systemd;
 mod tap;

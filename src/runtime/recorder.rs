@@ -3,21 +3,33 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
+use super::sources::{self, Reopen, Sources};
 use super::storage::{self, SpaceGuard, StorageError};
-use crate::capture::{FrameSource, SyntheticVideo};
-use crate::config::{Batching, Config, SourceSpec};
+use crate::capture::FrameSource;
+use crate::config::{Batching, Config, SourceLossPolicy};
 use crate::recording::{self, Finished, Frame, Recording, StreamStats};
-use crate::sensors::{encode_batch, Imu, ImuSample, SyntheticImu};
+use crate::sensors::{encode_batch, Imu, ImuSample};
 use crate::thread::{self, ExitSink, ThreadExit};
 
 /// Where a source thread hands its frames: a recording's stream, or the service's tap
 /// that feeds whichever recording is running.
 pub type FrameSink = Arc<dyn Fn(Frame) + Send + Sync>;
+
+/// Where the sample times in an IMU payload count from.
+#[derive(Clone)]
+pub(crate) enum ImuTimeline {
+    /// The recording's origin, known once its first frame is processed: packets wait
+    /// for it (`grabd record`, one recording per run of the sources).
+    Recording(Arc<OnceLock<i64>>),
+    /// CLOCK_MONOTONIC itself (`grabd run`: the sources outlive recordings, and each
+    /// stream's tap puts the times on its recording's timeline).
+    Monotonic,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -25,6 +37,9 @@ pub enum RuntimeError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Recording(#[from] recording::Error),
+    /// A camera or IMU could not be opened or set up; the message names the device.
+    #[error("{0}")]
+    Source(String),
     /// Finishing failed after the recording had stopped for a failure: the first
     /// failure is the one that explains it (the later one often follows from it, e.g.
     /// a file system remounted read-only after an I/O error).
@@ -66,12 +81,16 @@ pub fn record(
     duration: Option<Duration>,
     stop: &AtomicBool,
 ) -> Result<Outcome, RuntimeError> {
-    let streams = config.stream_configs();
+    let mut streams = config.stream_configs();
     let mut guard = SpaceGuard::new(
         config.min_free_bytes,
         config.writer.chunk_length,
         storage::expected_media_rate(&config.streams),
     );
+    // Cameras and IMUs are opened before any file or folder exists: one that is
+    // missing or refuses its settings fails the start with a message naming it. What
+    // they negotiated (size, timestamps) goes into the stream configs, hence the manifest.
+    let opened = sources::open(config, &mut streams).map_err(RuntimeError::Source)?;
     storage::check_not_marked_full(output)?;
     let created = storage::preflight(&[spool, output], guard.reserve())?;
 
@@ -99,13 +118,26 @@ pub fn record(
             sender.push(frame);
         }))
     };
-    let sources = start_sources(config, &sink_for, &sources_stop, &failure);
+    let origin: Arc<OnceLock<i64>> = Arc::default();
+    let sources = start_sources(
+        config,
+        opened,
+        &sink_for,
+        &sources_stop,
+        &failure,
+        &ImuTimeline::Recording(Arc::clone(&origin)),
+    );
 
     let started = Instant::now();
     let mut last_space_check = Instant::now() - Duration::from_secs(1);
     let reason = loop {
         if stop.load(Ordering::Acquire) {
             break StopReason::Signal;
+        }
+        if origin.get().is_none() {
+            if let Some(o) = recording.writer().origin() {
+                let _ = origin.set(o.monotonic_us);
+            }
         }
         if duration.is_some_and(|d| started.elapsed() >= d) {
             break StopReason::Duration;
@@ -202,26 +234,30 @@ fn warn_about_drops(stats: &[StreamStats]) {
 
 pub(crate) type SourceThread = thread::Handle<()>;
 
-/// Start one thread per configured source, each pushing into `sink_for(stream)`; a
-/// source that fails sets `failure`.
+/// Start one thread per opened source, each pushing into `sink_for(stream)`; a source
+/// that fails sets `failure`.
 pub(crate) fn start_sources(
     config: &Config,
+    mut opened: Sources,
     sink_for: &dyn Fn(&str) -> Option<FrameSink>,
     stop: &Arc<AtomicBool>,
     failure: &Arc<Mutex<Option<String>>>,
+    timeline: &ImuTimeline,
 ) -> Vec<SourceThread> {
     // Frame ticks for IMU streams batched per frame of a video stream.
     let mut ticks: Vec<(String, Sender<i64>, Receiver<i64>)> = Vec::new();
     for spec in &config.streams {
-        if let SourceSpec::SyntheticImu {
-            batching: Batching::PerFrameOf(video),
-            ..
-        } = &spec.source
-        {
+        if let Some(Batching::PerFrameOf(video)) = spec.source.batching() {
             let (tx, rx) = bounded(256);
             ticks.push((video.clone(), tx, rx));
         }
     }
+    // With no video stream, the IMU's own first packet fixes the recording's origin.
+    let imu_sets_origin = !config
+        .streams
+        .iter()
+        .any(|s| matches!(s.config, recording::StreamConfig::Video(_)));
+    let policy = config.on_source_loss;
     let mut threads = Vec::new();
     for spec in &config.streams {
         let Some(sender) = sink_for(&spec.name) else {
@@ -230,34 +266,39 @@ pub(crate) fn start_sources(
         let name = spec.name.clone();
         let stop = Arc::clone(stop);
         let source_failure = Arc::clone(failure);
-        let body: Box<dyn FnOnce() -> Result<(), String> + Send> =
-            match (&spec.source, &spec.config) {
-                (SourceSpec::SyntheticVideo(pattern), recording::StreamConfig::Video(v)) => {
-                    let source = SyntheticVideo::new(*pattern, v.width, v.height, v.fps);
-                    let my_ticks: Vec<Sender<i64>> = ticks
+        let body: Box<dyn FnOnce() -> Result<(), String> + Send> = match opened.take(&spec.name) {
+            Some(sources::Opened::Camera(source, reopen)) => {
+                let my_ticks: Vec<Sender<i64>> = ticks
+                    .iter()
+                    .filter(|(video, _, _)| *video == spec.name)
+                    .map(|(_, tx, _)| tx.clone())
+                    .collect();
+                Box::new(move || run_video(source, reopen, policy, &sender, &my_ticks, &stop))
+            }
+            Some(sources::Opened::Imu(imu, reopen)) => {
+                let batching = spec.source.batching().cloned();
+                let tick_rx = match &batching {
+                    Some(Batching::PerFrameOf(video)) => ticks
                         .iter()
-                        .filter(|(video, _, _)| *video == spec.name)
-                        .map(|(_, tx, _)| tx.clone())
-                        .collect();
-                    Box::new(move || run_video(Box::new(source), &sender, &my_ticks, &stop))
-                }
-                (SourceSpec::SyntheticImu { rate_hz, batching }, _) => {
-                    let imu = SyntheticImu::new(*rate_hz);
-                    let tick_rx = match batching {
-                        Batching::PerFrameOf(video) => ticks
-                            .iter()
-                            .find(|(v, _, _)| v == video)
-                            .map(|(_, _, rx)| rx.clone()),
-                        Batching::Rate(_) => None,
-                    };
-                    let period_us = match batching {
-                        Batching::Rate(hz) => ((1e6 / hz) as i64).max(1),
-                        Batching::PerFrameOf(_) => 0,
-                    };
-                    Box::new(move || run_imu(Box::new(imu), &sender, tick_rx, period_us, &stop))
-                }
-                _ => continue,
-            };
+                        .find(|(v, _, _)| v == video)
+                        .map(|(_, _, rx)| rx.clone()),
+                    _ => None,
+                };
+                let period_us = match batching {
+                    Some(Batching::Rate(hz)) => ((1e6 / hz) as i64).max(1),
+                    _ => 0,
+                };
+                let imu_loop = ImuLoop {
+                    sender,
+                    ticks: tick_rx,
+                    period_us,
+                    timeline: timeline.clone(),
+                    sets_origin: imu_sets_origin,
+                };
+                Box::new(move || imu_loop.run(imu, reopen, policy, &stop))
+            }
+            None => continue,
+        };
         let thread_name = name.clone();
         // A panicking source is a failed source: the recording stops.
         let panicked = {
@@ -302,15 +343,34 @@ pub(crate) fn join_sources(threads: Vec<SourceThread>) {
     }
 }
 
-/// Capture loop of one camera. Never fsyncs, never blocks on the writer.
+/// Capture loop of one camera. Never fsyncs, never blocks on the writer. A lost camera
+/// ends the stream under [`SourceLossPolicy::Stop`]; under `Continue` it is reopened
+/// (every [`sources::REOPEN_INTERVAL`]) and rejoins the recording.
 fn run_video(
     mut source: Box<dyn FrameSource>,
+    mut reopen: Reopen<Box<dyn FrameSource>>,
+    policy: SourceLossPolicy,
     sender: &FrameSink,
     ticks: &[Sender<i64>],
     stop: &AtomicBool,
 ) -> Result<(), String> {
     while !stop.load(Ordering::Acquire) {
-        let frame = source.next_frame().map_err(|e| e.to_string())?;
+        let frame = match source.next_frame() {
+            Ok(frame) => frame,
+            Err(e) if policy == SourceLossPolicy::Continue => {
+                tracing::error!(source = %source.describe(), error = %e, "camera lost; recording goes on without it");
+                drop(source);
+                match sources::reopen_until(&mut reopen, stop) {
+                    Some(back) => {
+                        tracing::info!(source = %back.describe(), "camera back; it rejoins the recording");
+                        source = back;
+                        continue;
+                    }
+                    None => return Ok(()),
+                }
+            }
+            Err(e) => return Err(e.to_string()),
+        };
         for tick in ticks {
             let _ = tick.try_send(frame.timestamp_us);
         }
@@ -320,43 +380,92 @@ fn run_video(
 }
 
 /// IMU loop: read samples at the IMU's rate and emit one packet per frame tick (stamped
-/// with the frame's time, holding the samples up to it) or per `period_us`.
-fn run_imu(
-    mut imu: Box<dyn Imu>,
-    sender: &FrameSink,
+/// with the frame's time, holding the samples up to it) or per `period_us`. Sample
+/// times in the payload are on the recording's timeline, so with
+/// [`ImuTimeline::Recording`] packets wait until the recording's origin is known (the
+/// first frame; or the first packet, with no video).
+struct ImuLoop {
+    sender: FrameSink,
     ticks: Option<Receiver<i64>>,
     period_us: i64,
-    stop: &AtomicBool,
-) -> Result<(), String> {
-    let mut pending: Vec<ImuSample> = Vec::new();
-    let mut next_batch_us: Option<i64> = None;
-    while !stop.load(Ordering::Acquire) {
-        let sample = imu.read().map_err(|e| e.to_string())?;
-        pending.push(sample);
-        let emit = |at: i64, pending: &mut Vec<ImuSample>| {
-            let split = pending.partition_point(|s| s.t_us <= at);
-            let batch: Vec<ImuSample> = pending.drain(..split).collect();
-            sender(Frame::new(at, encode_batch(&batch)));
-        };
-        match &ticks {
-            Some(rx) => {
-                while let Ok(at) = rx.try_recv() {
-                    emit(at, &mut pending);
+    timeline: ImuTimeline,
+    sets_origin: bool,
+}
+
+impl ImuLoop {
+    fn run(
+        self,
+        mut imu: Box<dyn Imu>,
+        mut reopen: Reopen<Box<dyn Imu>>,
+        policy: SourceLossPolicy,
+        stop: &AtomicBool,
+    ) -> Result<(), String> {
+        let mut pending: Vec<ImuSample> = Vec::new();
+        let mut next_batch_us: Option<i64> = None;
+        while !stop.load(Ordering::Acquire) {
+            let sample = match imu.read() {
+                Ok(sample) => sample,
+                Err(e) if policy == SourceLossPolicy::Continue => {
+                    tracing::error!(source = %imu.describe(), error = %e, "IMU lost; recording goes on without it");
+                    drop(imu);
+                    match sources::reopen_until(&mut reopen, stop) {
+                        Some(back) => {
+                            tracing::info!(source = %back.describe(), "IMU back; it rejoins the recording");
+                            imu = back;
+                            continue;
+                        }
+                        None => return Ok(()),
+                    }
                 }
-            }
-            None => {
-                let due = *next_batch_us.get_or_insert(sample.t_us + period_us);
-                if sample.t_us >= due {
-                    emit(sample.t_us, &mut pending);
-                    // The next batch boundary after this sample: after a stall the
-                    // batches it missed are not made up in a burst.
-                    let missed = (sample.t_us - due) / period_us;
-                    next_batch_us = Some(due + (missed + 1) * period_us);
+                Err(e) => return Err(e.to_string()),
+            };
+            pending.push(sample);
+            match &self.ticks {
+                Some(rx) => {
+                    let Some(origin) = self.origin(None) else {
+                        continue; // ticks wait in their channel
+                    };
+                    while let Ok(at) = rx.try_recv() {
+                        self.emit(at, origin, &mut pending);
+                    }
+                }
+                None => {
+                    let due = *next_batch_us.get_or_insert(sample.t_us + self.period_us);
+                    if sample.t_us >= due {
+                        let Some(origin) = self.origin(Some(sample.t_us)) else {
+                            continue;
+                        };
+                        self.emit(sample.t_us, origin, &mut pending);
+                        // The next batch boundary after this sample: after a stall the
+                        // batches it missed are not made up in a burst.
+                        let missed = (sample.t_us - due) / self.period_us;
+                        next_batch_us = Some(due + (missed + 1) * self.period_us);
+                    }
                 }
             }
         }
+        Ok(())
     }
-    Ok(())
+
+    /// The zero of the payload's sample times, once known. `first_packet_us`: the time
+    /// of the packet about to be made, which is the origin when this IMU sets it.
+    fn origin(&self, first_packet_us: Option<i64>) -> Option<i64> {
+        match &self.timeline {
+            ImuTimeline::Monotonic => Some(0),
+            ImuTimeline::Recording(origin) => match (origin.get(), first_packet_us) {
+                (Some(&origin), _) => Some(origin),
+                (None, Some(t)) if self.sets_origin => Some(*origin.get_or_init(|| t)),
+                (None, _) => None,
+            },
+        }
+    }
+
+    /// One packet at `at` with the samples up to it.
+    fn emit(&self, at: i64, origin: i64, pending: &mut Vec<ImuSample>) {
+        let split = pending.partition_point(|s| s.t_us <= at);
+        let batch: Vec<ImuSample> = pending.drain(..split).collect();
+        (self.sender)(Frame::new(at, encode_batch(&batch, origin)));
+    }
 }
 
 #[cfg(test)]

@@ -9,13 +9,14 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 
 use super::control::{self, Reply, Request};
-use super::recorder::{join_sources, start_sources, FrameSink, SourceThread};
+use super::recorder::{join_sources, start_sources, FrameSink, ImuTimeline, SourceThread};
+use super::sources;
 use super::state::{Beeps, Command, Effect, Event, Machine, State};
 use super::storage::{self, SpaceGuard};
 use super::systemd::Notifier;
@@ -23,7 +24,7 @@ use super::tap::Tap;
 use crate::clock::monotonic_us;
 use crate::config::{Config, DeviceConfig};
 use crate::gpio::{self, Button, ButtonEdge, Indicator, Outputs, Pattern};
-use crate::recording::{self, Recording, Stopped};
+use crate::recording::{self, Recording, Stopped, StreamConfig};
 use crate::thread::{Handle, Heartbeat, Joined};
 
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +153,19 @@ struct Current {
     marks: usize,
     logged_first_frame: bool,
     failure: Arc<Mutex<Option<String>>>,
+    /// The recording's origin once its first frame is processed (IMU taps wait for it).
+    origin: Arc<OnceLock<i64>>,
+}
+
+impl Current {
+    /// Hand the writer's origin to the taps once it is known.
+    fn publish_origin(&self) {
+        if self.origin.get().is_none() {
+            if let Some(origin) = self.recording.writer().origin() {
+                let _ = self.origin.set(origin.monotonic_us);
+            }
+        }
+    }
 }
 
 struct Service<'a> {
@@ -160,6 +174,9 @@ struct Service<'a> {
     indicator: Indicator,
     notifier: Notifier,
     taps: Vec<(String, Arc<Tap>)>,
+    /// The stream configs with what the opened sources negotiated (size, rate, where
+    /// timestamps come from): what the next recording is started with.
+    streams: Vec<(String, StreamConfig)>,
     sources: Vec<SourceThread>,
     sources_stop: Arc<AtomicBool>,
     source_failure: Arc<Mutex<Option<String>>>,
@@ -215,10 +232,22 @@ pub fn run(config: &Config, devices: Devices, stop: &AtomicBool) -> Result<Exit,
     heartbeats.push(("control".to_owned(), control.heartbeat()));
 
     let hold_cap_us = device.gestures.double_press_us + 1_000_000;
+    let no_video = !config
+        .streams
+        .iter()
+        .any(|s| matches!(s.config, StreamConfig::Video(_)));
     let taps: Vec<(String, Arc<Tap>)> = config
         .streams
         .iter()
-        .map(|s| (s.name.clone(), Arc::new(Tap::new(hold_cap_us))))
+        .map(|s| {
+            // IMU sources run on CLOCK_MONOTONIC (ImuTimeline::Monotonic); their taps
+            // put the sample times on each recording's timeline.
+            let tap = match s.source.batching() {
+                Some(_) => Tap::rebasing(hold_cap_us, crate::sensors::rebase_batch, no_video),
+                None => Tap::new(hold_cap_us),
+            };
+            (s.name.clone(), Arc::new(tap))
+        })
         .collect();
     let mut service = Service {
         config,
@@ -226,6 +255,7 @@ pub fn run(config: &Config, devices: Devices, stop: &AtomicBool) -> Result<Exit,
         indicator,
         notifier,
         taps,
+        streams: config.stream_configs(),
         sources: Vec::new(),
         sources_stop: Arc::new(AtomicBool::new(false)),
         source_failure: Arc::default(),
@@ -412,6 +442,7 @@ impl Service<'_> {
             tap.set_hold(hold);
         }
         if let Some(current) = &mut self.current {
+            current.publish_origin();
             if !current.logged_first_frame {
                 let first = self
                     .taps
@@ -447,7 +478,7 @@ impl Service<'_> {
 
     fn start_recording(&mut self, from_us: i64) -> Result<(), String> {
         let d = &self.config.device;
-        let streams = self.config.stream_configs();
+        let streams = self.streams.clone();
         let guard = SpaceGuard::new(
             self.config.min_free_bytes,
             self.config.writer.chunk_length,
@@ -466,9 +497,10 @@ impl Service<'_> {
         }));
         let recording =
             Recording::start(&d.spool, &d.output, streams, options).map_err(|e| e.to_string())?;
+        let origin: Arc<OnceLock<i64>> = Arc::default();
         for (name, tap) in &self.taps {
             if let Some(sender) = recording.sender(name) {
-                tap.attach(sender, from_us);
+                tap.attach(sender, from_us, Arc::clone(&origin));
             }
         }
         self.current = Some(Current {
@@ -479,6 +511,7 @@ impl Service<'_> {
             marks: 0,
             logged_first_frame: false,
             failure,
+            origin,
         });
         Ok(())
     }
@@ -488,6 +521,7 @@ impl Service<'_> {
         let Some(current) = self.current.take() else {
             return;
         };
+        current.publish_origin();
         for (_, tap) in &self.taps {
             tap.detach(at_us);
         }
@@ -600,11 +634,28 @@ impl Service<'_> {
                 tap.push(frame);
             }))
         };
+        // Opened afresh on every (re)start, so a camera or IMU that came back works.
+        let mut streams = self.config.stream_configs();
+        let opened = match sources::open(self.config, &mut streams) {
+            Ok(opened) => opened,
+            Err(why) => {
+                // Taken up by the next check, as a source that fails while running.
+                self.source_failure
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert(why.clone());
+                self.set_health("sources", why);
+                return;
+            }
+        };
+        self.streams = streams;
         self.sources = start_sources(
             self.config,
+            opened,
             &sink_for,
             &self.sources_stop,
             &self.source_failure,
+            &ImuTimeline::Monotonic,
         );
         self.set_health("sources", "ok".into());
     }

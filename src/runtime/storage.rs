@@ -307,7 +307,9 @@ fn imu_bytes_per_sample() -> f64 {
     let samples: Vec<ImuSample> = (0..N)
         .map(|i| imu.sample_at(1_700_000_000_000_000 + i as i64 * 10_000))
         .collect();
-    encode_batch(&samples).len() as f64 / N as f64
+    // Sample times an hour into the recording (their width in the payload).
+    let origin = 1_700_000_000_000_000 - 3_600_000_000;
+    encode_batch(&samples, origin).len() as f64 / N as f64
 }
 
 impl SpaceGuard {
@@ -388,7 +390,7 @@ mod tests {
         let measured = {
             let mut imu = SyntheticImu::new(10_000.0);
             let batch: Vec<ImuSample> = (0..200).map(|i| imu.sample_at(i * 100)).collect();
-            encode_batch(&batch).len() as f64 * 50.0
+            encode_batch(&batch, 0).len() as f64 * 50.0
         };
         assert!(rate >= measured, "{rate} < {measured}");
     }

@@ -5,10 +5,13 @@
 //! but the recording must start (or end) at the press edge: while a press is pending
 //! the tap holds back the frames captured after it, and passes them on (or drops them)
 //! once its meaning is known. Held frames are capped at `hold_cap_us` of media.
+//!
+//! An IMU's tap also puts the sample times in each packet (CLOCK_MONOTONIC) on the
+//! recording's timeline, so its packets wait until the recording's origin is known.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::clock::monotonic_us;
 use crate::recording::{Frame, StreamSender};
@@ -17,8 +20,15 @@ use crate::recording::{Frame, StreamSender};
 /// arrives a little after the frame that followed it still gets that frame.
 const KEEP_RECENT_US: i64 = 200_000;
 
+/// Rewrites a packet's payload for an origin (µs, CLOCK_MONOTONIC); `None` when the
+/// payload is not the kind it rewrites.
+pub type Rebase = fn(&[u8], i64) -> Option<Vec<u8>>;
+
 pub struct Tap {
     state: Mutex<TapState>,
+    rebase: Option<Rebase>,
+    /// With no video stream, this tap's first packet is the recording's origin.
+    sets_origin: bool,
     /// Monotonic µs of the last frame the source pushed (the source is alive).
     last_frame_us: AtomicI64,
     /// Monotonic µs of the last frame the recording accepted (its encoder is alive).
@@ -34,6 +44,8 @@ struct TapState {
 
 struct Target {
     sender: StreamSender,
+    /// The recording's origin on CLOCK_MONOTONIC, once known.
+    origin: Arc<OnceLock<i64>>,
     start_us: i64,
     end_us: Option<i64>,
     first_us: Option<i64>,
@@ -42,6 +54,8 @@ struct Target {
 impl Tap {
     pub fn new(hold_cap_us: i64) -> Self {
         Tap {
+            rebase: None,
+            sets_origin: false,
             state: Mutex::new(TapState {
                 ring: VecDeque::new(),
                 target: None,
@@ -50,6 +64,15 @@ impl Tap {
             }),
             last_frame_us: AtomicI64::new(monotonic_us()),
             last_accepted_us: AtomicI64::new(monotonic_us()),
+        }
+    }
+
+    /// A tap that rewrites each payload with `rebase` for the recording's origin.
+    pub fn rebasing(hold_cap_us: i64, rebase: Rebase, sets_origin: bool) -> Self {
+        Tap {
+            rebase: Some(rebase),
+            sets_origin,
+            ..Tap::new(hold_cap_us)
         }
     }
 
@@ -64,24 +87,26 @@ impl Tap {
         self.last_frame_us.store(now, Ordering::Relaxed);
         let mut st = self.lock();
         st.ring.push_back(frame);
-        if st.flush() {
+        if st.flush(self.rebase, self.sets_origin) {
             self.last_accepted_us.store(now, Ordering::Relaxed);
         }
         st.trim(now);
     }
 
-    /// Start feeding `sender` with frames from `start_us` on.
-    pub fn attach(&self, sender: StreamSender, start_us: i64) {
+    /// Start feeding `sender` with frames from `start_us` on; `origin` is the
+    /// recording's, set once its first frame is processed.
+    pub fn attach(&self, sender: StreamSender, start_us: i64, origin: Arc<OnceLock<i64>>) {
         let mut st = self.lock();
         st.target = Some(Target {
             sender,
+            origin,
             start_us,
             end_us: None,
             first_us: None,
         });
         self.last_accepted_us
             .store(monotonic_us(), Ordering::Relaxed);
-        st.flush();
+        st.flush(self.rebase, self.sets_origin);
     }
 
     /// Pass on the frames up to `end_us`, then stop feeding the recording.
@@ -90,7 +115,7 @@ impl Tap {
         if let Some(target) = &mut st.target {
             target.end_us = Some(end_us);
         }
-        st.flush();
+        st.flush(self.rebase, self.sets_origin);
         st.target = None;
     }
 
@@ -98,7 +123,7 @@ impl Tap {
         let mut st = self.lock();
         if st.hold_from_us != hold_from_us {
             st.hold_from_us = hold_from_us;
-            if st.flush() {
+            if st.flush(self.rebase, self.sets_origin) {
                 self.last_accepted_us
                     .store(monotonic_us(), Ordering::Relaxed);
             }
@@ -124,7 +149,7 @@ impl Tap {
 
 impl TapState {
     /// Pass on what may go; `true` when the recording accepted a frame.
-    fn flush(&mut self) -> bool {
+    fn flush(&mut self, rebase: Option<Rebase>, sets_origin: bool) -> bool {
         let Some(target) = &mut self.target else {
             return false;
         };
@@ -140,9 +165,21 @@ impl TapState {
             {
                 break;
             }
-            let Some(frame) = self.ring.pop_front() else {
+            let origin = match (rebase, target.origin.get()) {
+                (None, _) => None,
+                (Some(_), Some(&origin)) => Some(origin),
+                (Some(_), None) if sets_origin => Some(*target.origin.get_or_init(|| t)),
+                // Held until the recording's first frame fixes the origin.
+                (Some(_), None) => break,
+            };
+            let Some(mut frame) = self.ring.pop_front() else {
                 break;
             };
+            if let (Some(rebase), Some(origin)) = (rebase, origin) {
+                if let Some(data) = rebase(&frame.data, origin) {
+                    frame = Frame::new(t, data);
+                }
+            }
             target.first_us.get_or_insert(t);
             accepted |= target.sender.push(frame);
         }

@@ -45,6 +45,7 @@ impl SyntheticImu {
                 0.01 * self.noise(),
                 0.01 * self.noise(),
             ],
+            temp_c: None,
         }
     }
 }
