@@ -64,6 +64,20 @@ enum Command {
         #[arg(long, default_value = grabd::config::DEFAULT_CONTROL_SOCKET)]
         socket: PathBuf,
     },
+    /// List cameras, M2M encoders, IMUs, GPIO chips and storage, and what the config
+    /// would record; exit 0 when it can record, 1 when it cannot.
+    Probe {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Folders whose storage to test (1 MiB write + fsync).
+        #[arg(long)]
+        spool: Option<PathBuf>,
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `println!` that never panics: a closed stdout (`grabd record … | true`) is not an
@@ -265,6 +279,29 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .with_context(|| format!("control socket {}", socket.display()))?;
             println!("{reply}");
             Ok(if reply["ok"] == true {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Probe {
+            config,
+            spool,
+            output,
+            json,
+        } => {
+            let config = match &config {
+                Some(path) => Config::load(path)?,
+                None => Config::default_synthetic()?,
+            };
+            let dirs: Vec<PathBuf> = spool.into_iter().chain(output).collect();
+            let report = grabd::runtime::probe::probe(&config, &dirs);
+            if json {
+                say!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                say!("{}", report.human().trim_end());
+            }
+            Ok(if report.can_record {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)

@@ -43,6 +43,12 @@ pub struct M2mCandidate {
     pub output_formats: Vec<String>,
 }
 
+impl M2mCandidate {
+    pub fn is_m2m(&self) -> bool {
+        self.caps & (CAP_VIDEO_M2M | CAP_VIDEO_M2M_MPLANE) != 0
+    }
+}
+
 /// Why a device cannot serve as the H.264 encoder, or `None` when it can.
 pub fn rejection(candidate: &M2mCandidate) -> Option<String> {
     if candidate.caps & (CAP_VIDEO_M2M | CAP_VIDEO_M2M_MPLANE) == 0 {
@@ -258,7 +264,7 @@ fn query(path: &Path) -> std::io::Result<M2mCandidate> {
 }
 
 /// The pixel formats (fourcc) a queue of `buf_type` offers, by VIDIOC_ENUM_FMT.
-pub(crate) fn enum_formats(fd: i32, buf_type: u32) -> Vec<String> {
+pub fn enum_formats(fd: i32, buf_type: u32) -> Vec<String> {
     let mut formats = Vec::new();
     for index in 0..64 {
         // SAFETY: v4l2_fmtdesc is plain data; VIDIOC_ENUM_FMT reads index and type and

@@ -27,8 +27,8 @@ pub trait FrameSource: Send {
 }
 
 pub use m2m::{
-    apply_h264_choice, choose_h264, choose_h264_here, H264Choice, M2mCandidate, HARDWARE_H264,
-    SOFTWARE_H264,
+    apply_h264_choice, choose_h264, choose_h264_here, enum_formats, rejection, scan as m2m_scan,
+    H264Choice, M2mCandidate, HARDWARE_H264, SOFTWARE_H264,
 };
 pub use synthetic::{SyntheticPattern, SyntheticVideo};
 pub use v4l2::{

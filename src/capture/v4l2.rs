@@ -65,6 +65,11 @@ impl CaptureFormat {
         }
     }
 
+    /// The fourcc as V4L2 tools print it (`YUYV`, `Y16`).
+    pub fn fourcc_name(self) -> String {
+        fourcc(u32::from_le_bytes(self.fourcc()))
+    }
+
     /// The libav pixel format of the packed frames this source hands on (MJPEG is
     /// decoded and converted to yuv420p).
     pub fn pixel_format(self) -> &'static str {

@@ -2,9 +2,11 @@
 //! and when to stop (duration, signal, full card, failed stream); [`state`] is the
 //! service's pure state machine (button gestures, states, effects); [`service`] is
 //! `grabd run` around it, with [`control`] (the control socket and `grabd ctl`) and
-//! [`systemd`] (readiness, status, watchdog).
+//! [`systemd`] (readiness, status, watchdog); [`sources`] opens the configured cameras
+//! and IMUs (and again after a loss); [`probe`] is `grabd probe`.
 
 pub mod control;
+pub mod probe;
 pub mod process;
 pub mod recorder;
 pub mod service;
