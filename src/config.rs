@@ -821,7 +821,9 @@ fn ladder(stream: &str, video: VideoStreamConfig) -> VideoStreamConfig {
     for (path, why) in &choice.rejected {
         tracing::debug!(stream, device = %path.display(), why, "not an H.264 encoder");
     }
-    tracing::info!(stream, encoder = choice.codec, reason = %choice.reason, "H.264 encoder chosen");
+    // Logged at info when a recording starts (runtime::sources); here only for debugging,
+    // so that a config error stays the one line on stderr.
+    tracing::debug!(stream, encoder = choice.codec, reason = %choice.reason, "H.264 encoder chosen");
     crate::capture::apply_h264_choice(video, &choice)
 }
 

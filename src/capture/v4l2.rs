@@ -239,6 +239,8 @@ pub struct V4l2Camera {
     frames: Receiver<Result<Captured, String>>,
     stop: Arc<AtomicBool>,
     capture: Option<crate::thread::Handle<()>>,
+    /// Starts streaming; taken by the first `next_frame`.
+    go: Option<crossbeam_channel::Sender<()>>,
     timestamps: TimestampSource,
     snapped: Option<String>,
     width: u32,
@@ -318,12 +320,22 @@ impl V4l2Camera {
             stride: format.stride as usize,
         };
         let (tx, frames) = bounded(config.buffers as usize);
+        // Streaming starts with the first `next_frame`, not here: frames from before the
+        // recording started must not reach it.
+        let (go, go_rx) = bounded::<()>(1);
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = Arc::clone(&stop);
         let timeout = config.timeout;
         let label = node.display().to_string();
         let capture = crate::thread::spawn("cap", name, None, move |heartbeat| {
             let mut stream = GuardedStream(ManuallyDrop::new(stream));
+            loop {
+                match go_rx.recv_timeout(Duration::from_millis(100)) {
+                    Ok(()) => break,
+                    Err(RecvTimeoutError::Timeout) if !thread_stop.load(Ordering::Acquire) => {}
+                    Err(_) => return,
+                }
+            }
             let result = capture_loop(
                 &device,
                 &mut stream.0,
@@ -367,6 +379,7 @@ impl V4l2Camera {
             frames,
             stop,
             capture: Some(capture),
+            go: Some(go),
             timestamps,
             snapped,
             width: format.width,
@@ -400,6 +413,9 @@ impl V4l2Camera {
 
 impl FrameSource for V4l2Camera {
     fn next_frame(&mut self) -> Result<Frame, CaptureError> {
+        if let Some(go) = self.go.take() {
+            let _ = go.send(());
+        }
         // The capture thread itself gives up after `timeout`; the margin covers its poll.
         let wait = self.config.timeout + Duration::from_secs(1);
         let captured = match self.frames.recv_timeout(wait) {

@@ -104,6 +104,13 @@ pub fn open(config: &Config, streams: &mut [(String, StreamConfig)]) -> Result<S
         };
         opened.0.insert(spec.name.clone(), source);
     }
+    for (name, config) in streams.iter() {
+        if let StreamConfig::Video(v) = config {
+            if let Some(reason) = v.metadata.get("encoder_reason") {
+                tracing::info!(stream = %name, encoder = %v.codec, reason = %reason, "H.264 encoder chosen");
+            }
+        }
+    }
     Ok(opened)
 }
 
