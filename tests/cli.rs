@@ -466,6 +466,7 @@ fn record_prints_the_final_path_and_a_true_manifest() {
     assert!(entries(&rig.spool).is_empty(), "{:?}", entries(&rig.spool));
     let v = verify(&mkv);
     assert_eq!(v["manifest_ok"], true);
+    common::assert_imu_times_on_the_timeline(&mkv);
     let m = read_json(&manifest_path);
 
     assert_eq!(m["recording_id"], id.as_str(), "{m}");

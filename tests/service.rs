@@ -169,6 +169,9 @@ fn press_record_press_then_marks_double_press_and_sigterm() {
     assert_eq!(files.len(), 2, "{files:?}");
     let first = &files[0];
     verify(first);
+    // The IMU runs for the whole process on CLOCK_MONOTONIC; its tap puts the sample
+    // times on this recording's timeline.
+    common::assert_imu_times_on_the_timeline(first);
     let manifest = read_json(&first.with_extension("json"));
     let want = (t1 - t0) as f64 / 1e6;
     let got = manifest["duration_s"].as_f64().unwrap();

@@ -17,7 +17,7 @@
 use std::mem::ManuallyDrop;
 use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -225,6 +225,46 @@ pub fn resolve_device(path: &Path) -> Result<PathBuf, String> {
     std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// Frames a driver numbered but grabd never got, from the buffers' sequence numbers:
+/// the driver dropped them (it ran late, or every buffer was still with grabd).
+#[derive(Debug, Default)]
+struct SequenceGaps {
+    last: Option<u32>,
+    missed: u64,
+}
+
+impl SequenceGaps {
+    /// A jump this large is a renumbering (a driver restarting its count), not a loss.
+    const RENUMBERED: u32 = 1 << 16;
+
+    /// Note a dequeued buffer's sequence number; the frames missed just before it.
+    fn see(&mut self, sequence: u32) -> u32 {
+        let gap = match self.last {
+            Some(last) => sequence.wrapping_sub(last).wrapping_sub(1),
+            None => 0,
+        };
+        self.last = Some(sequence);
+        let gap = if gap >= Self::RENUMBERED { 0 } else { gap };
+        self.missed += u64::from(gap);
+        gap
+    }
+}
+
+/// What one camera's capture thread saw, logged when the camera is closed (a loaded
+/// system shows here as frames the driver numbered but never delivered).
+#[derive(Debug, Default)]
+struct CaptureCounts {
+    delivered: AtomicU64,
+    /// Sequence gaps: dropped by the driver before grabd saw them.
+    missed_by_driver: AtomicU64,
+    /// Dequeued, but the consumer was that far behind.
+    dropped_lagging: AtomicU64,
+    /// The first and the last delivered frame's time (µs): with the rate, how many
+    /// frames were due, to hold `delivered + missed_by_driver` against.
+    first_us: AtomicI64,
+    last_us: AtomicI64,
+}
+
 /// One captured buffer as the capture thread hands it on.
 struct Captured {
     timestamp_us: i64,
@@ -247,6 +287,7 @@ pub struct V4l2Camera {
     height: u32,
     fps: f64,
     mjpeg: Option<MjpegDecoder>,
+    counts: Arc<CaptureCounts>,
 }
 
 impl V4l2Camera {
@@ -327,6 +368,8 @@ impl V4l2Camera {
         let thread_stop = Arc::clone(&stop);
         let timeout = config.timeout;
         let label = node.display().to_string();
+        let counts = Arc::new(CaptureCounts::default());
+        let thread_counts = Arc::clone(&counts);
         let capture = crate::thread::spawn("cap", name, None, move |heartbeat| {
             let mut stream = GuardedStream(ManuallyDrop::new(stream));
             loop {
@@ -344,10 +387,15 @@ impl V4l2Camera {
                 timeout,
                 &thread_stop,
                 heartbeat,
+                &thread_counts,
                 |c| {
                     // Full means the consumer lags; dropping here keeps the camera's
                     // buffers cycling (the writer counts its own drops downstream).
-                    let _ = tx.try_send(Ok(c));
+                    if tx.try_send(Ok(c)).is_err() {
+                        thread_counts
+                            .dropped_lagging
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
                 },
             );
             if let Err(e) = result {
@@ -386,6 +434,7 @@ impl V4l2Camera {
             height: format.height,
             fps,
             mjpeg,
+            counts,
         })
     }
 
@@ -453,6 +502,17 @@ impl Drop for V4l2Camera {
             // The thread polls in short steps: it sees the flag within ~100 ms.
             let _ = capture.join_within(self.config.timeout + Duration::from_secs(1));
         }
+        let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        tracing::info!(
+            stream = %self.name,
+            device = %self.node.display(),
+            frames = count(&self.counts.delivered),
+            missed_by_driver = count(&self.counts.missed_by_driver),
+            dropped_lagging = count(&self.counts.dropped_lagging),
+            first_us = self.counts.first_us.load(Ordering::Relaxed),
+            last_us = self.counts.last_us.load(Ordering::Relaxed),
+            "camera closed"
+        );
     }
 }
 
@@ -523,9 +583,11 @@ fn capture_loop(
     timeout: Duration,
     stop: &AtomicBool,
     heartbeat: &crate::thread::Heartbeat,
+    counts: &CaptureCounts,
     mut deliver: impl FnMut(Captured),
 ) -> Result<(), String> {
     let fd = device.handle().fd();
+    let mut gaps = SequenceGaps::default();
     let mut last_frame = Instant::now();
     let mut started = false;
     while !stop.load(Ordering::Acquire) {
@@ -545,6 +607,12 @@ fn capture_loop(
         started = true;
         let dequeued_us = monotonic_us();
         last_frame = Instant::now();
+        let missed = gaps.see(meta.sequence);
+        if missed > 0 {
+            counts
+                .missed_by_driver
+                .fetch_add(u64::from(missed), Ordering::Relaxed);
+        }
         if meta.flags.contains(v4l::buffer::Flags::ERROR) {
             tracing::warn!("the driver marked a buffer as corrupt; skipped");
             continue;
@@ -554,6 +622,10 @@ fn capture_loop(
             TimestampSource::Buffer => meta.timestamp.sec * 1_000_000 + meta.timestamp.usec,
             TimestampSource::Dequeue => dequeued_us,
         };
+        if counts.delivered.fetch_add(1, Ordering::Relaxed) == 0 {
+            counts.first_us.store(timestamp_us, Ordering::Relaxed);
+        }
+        counts.last_us.store(timestamp_us, Ordering::Relaxed);
         deliver(Captured {
             timestamp_us,
             data: layout.pack(&bytes[..used])?,
@@ -758,6 +830,23 @@ fn pack_planes(frame: &ffmpeg::frame::Video) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A driver numbers every frame it was due to capture, also those it dropped (late,
+    /// or no free buffer): the gaps are the frames lost before grabd saw them.
+    #[test]
+    fn sequence_gaps_count_the_frames_the_driver_never_delivered() {
+        let mut gaps = SequenceGaps::default();
+        assert_eq!(gaps.see(7), 0, "the first frame has nothing before it");
+        assert_eq!(gaps.see(8), 0);
+        assert_eq!(gaps.see(11), 2);
+        assert_eq!(
+            gaps.see(u32::MAX),
+            0,
+            "a restart of the numbering is no loss"
+        );
+        assert_eq!(gaps.see(1), 1, "the numbering wraps");
+        assert_eq!(gaps.missed, 3);
+    }
 
     #[test]
     fn vivid_snapping_320x240_to_320x180_is_refused_unless_allowed() {

@@ -412,6 +412,11 @@ impl ImuLoop {
                         Some(back) => {
                             tracing::info!(source = %back.describe(), "IMU back; it rejoins the recording");
                             imu = back;
+                            // No packets for the frames it missed: they would have
+                            // no samples, and arrive late in a burst.
+                            if let Some(rx) = &self.ticks {
+                                while rx.try_recv().is_ok() {}
+                            }
                             continue;
                         }
                         None => return Ok(()),

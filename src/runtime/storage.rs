@@ -385,8 +385,8 @@ mod tests {
         )
         .unwrap();
         let rate = expected_media_rate(&config.streams);
-        // About 150 bytes of JSON per sample.
-        assert!((1.2e6..2.0e6).contains(&rate), "{rate}");
+        // About 100 bytes of JSON per sample (IMU payload version 3).
+        assert!((0.8e6..2.0e6).contains(&rate), "{rate}");
         let measured = {
             let mut imu = SyntheticImu::new(10_000.0);
             let batch: Vec<ImuSample> = (0..200).map(|i| imu.sample_at(i * 100)).collect();

@@ -495,3 +495,35 @@ pub fn assert_continuous(what: &str, pts: &[i64], max_gap: i64) {
         );
     }
 }
+
+/// Every IMU sample in the `imu` track of `path` has its own time (`t_us`, payload
+/// version 3) on the recording's timeline: at or before its packet's time (which is
+/// whole ms in the file) and after the packet before it (the samples since then); only
+/// the first packet's may lie before the recording's zero.
+pub fn assert_imu_times_on_the_timeline(path: &Path) {
+    let tracks = read_tracks(path);
+    let imu = track(&tracks, "imu");
+    assert!(
+        !imu.packets.is_empty(),
+        "no IMU packets in {}",
+        path.display()
+    );
+    // The first packet also holds what was read before the first frame.
+    let mut previous_us: Option<i64> = None;
+    let mut samples = 0;
+    for p in &imu.packets {
+        let payload: serde_json::Value = serde_json::from_slice(&p.data).expect("IMU JSON");
+        assert_eq!(payload["version"], 3, "{payload}");
+        for s in payload["samples"].as_array().expect("samples") {
+            let t = s["t_us"].as_i64().expect("t_us");
+            assert!(
+                t <= p.pts_us + 1000 && previous_us.map_or(true, |before| t > before - 1000),
+                "sample at {t} µs in the packet at {} µs (the one before at {previous_us:?} µs)",
+                p.pts_us
+            );
+            samples += 1;
+        }
+        previous_us = Some(p.pts_us);
+    }
+    assert!(samples > 0, "IMU packets without samples");
+}
