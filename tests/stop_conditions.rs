@@ -222,9 +222,10 @@ fn fast_data_streams_are_reserved_for_at_their_real_rate() {
     }
 }
 
-/// A recorder too slow for one of its streams: x264 veryslow at 1080p30 falls behind on
-/// any machine (at 640x480@50 an idle 2-core machine kept up and the tests proved
-/// nothing).
+/// A recorder too slow for one of its streams: x264 placebo on one thread at 1080p60
+/// (about 9 fps on a 2-core CI machine: a 7x margin). Lighter settings kept up on an
+/// idle machine and the tests proved nothing: 640x480@50, then veryslow at 1080p30 with
+/// threads=auto. No lookahead, so that stop has few frames left to encode.
 const OVERLOAD_CONFIG: &str = r#"
 [recording]
 chunk_length_s = 1.0
@@ -234,12 +235,12 @@ name = "slow"
 kind = "video"
 width = 1920
 height = 1080
-fps = 30
+fps = 60
 codec = "libx264"
 bitrate = 2000000
 input_pixel_format = "rgb24"
 output_pixel_format = "yuv420p"
-options = { preset = "veryslow", bf = "0", g = "25" }
+options = { preset = "placebo", threads = "1", "rc-lookahead" = "0", bf = "0", g = "25" }
 
 [[stream]]
 name = "depth"
