@@ -12,7 +12,7 @@ use super::sources::{self, Reopen, Sources};
 use super::storage::{self, SpaceGuard, StorageError};
 use crate::capture::FrameSource;
 use crate::config::{Batching, Config, SourceLossPolicy};
-use crate::recording::{self, Finished, Frame, Recording, StreamStats};
+use crate::recording::{self, ErrorCallback, Finished, Frame, Recording, StreamStats};
 use crate::sensors::{encode_batch, Imu, ImuSample};
 use crate::thread::{self, ExitSink, ThreadExit};
 
@@ -96,13 +96,7 @@ pub fn record(
 
     let failure: Arc<Mutex<Option<String>>> = Arc::default();
     let mut options = config.writer.clone();
-    let failed = Arc::clone(&failure);
-    options.on_error = Some(Arc::new(move |stream: &str| {
-        failed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_or_insert_with(|| format!("stream {stream} failed"));
-    }));
+    options.on_error = Some(keep_first_failure(&failure));
     let recording = match Recording::start(spool, output, streams, options) {
         Ok(recording) => recording,
         Err(e) => {
@@ -192,6 +186,18 @@ pub fn record(
         reason,
         stats: stopped.stats,
         errors: stopped.errors,
+    })
+}
+
+/// An `on_error` callback that keeps the first stream failure in `failure` (the
+/// session loop stops the recording on it); later ones are left out.
+pub(crate) fn keep_first_failure(failure: &Arc<Mutex<Option<String>>>) -> ErrorCallback {
+    let failed = Arc::clone(failure);
+    Arc::new(move |stream: &str| {
+        failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert_with(|| format!("stream {stream} failed"));
     })
 }
 

@@ -488,13 +488,7 @@ impl Service<'_> {
         storage::preflight(&[&d.spool, &d.output], guard.reserve()).map_err(|e| e.to_string())?;
         let failure: Arc<Mutex<Option<String>>> = Arc::default();
         let mut options = self.config.writer.clone();
-        let failed = Arc::clone(&failure);
-        options.on_error = Some(Arc::new(move |stream: &str| {
-            failed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get_or_insert_with(|| format!("stream {stream} failed"));
-        }));
+        options.on_error = Some(super::recorder::keep_first_failure(&failure));
         let recording =
             Recording::start(&d.spool, &d.output, streams, options).map_err(|e| e.to_string())?;
         let origin: Arc<OnceLock<i64>> = Arc::default();
