@@ -527,6 +527,7 @@ input_pixel_format = "gray16le"
 output_pixel_format = "gray16le"
 options = { level = "3", g = "25" }
 metadata = { units = "millimetres" }
+calibration = { depth_unit_mm = 1.0 }
 
 [[stream]]
 name = "imu"
@@ -1207,5 +1208,53 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("on_source_loss: must be"), "{err}");
+    }
+
+    /// A camera's `calibration` table is read, checked against its size and stored as a
+    /// track tag; a mistake in it names the stream's key and the limit.
+    #[test]
+    fn calibration_is_read_checked_and_becomes_a_track_tag() {
+        let camera = "[[stream]]\nname=\"cam\"\nkind=\"video\"\nwidth=64\nheight=48\nfps=25\n";
+        let text = format!(
+            "{camera}[stream.calibration]\nintrinsics = [60.0, 61.0, 32.5, 24]\n\
+             distortion_model = \"equidistant\"\ndistortion_coeffs = [0.1, 0.01, 0.0, 0.0]\n\
+             t_imu_cam = [[1, 0, 0, 0.1], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]\n\
+             timeshift_cam_imu_s = -0.002\nrotation_deg = 180\n"
+        );
+        let c = Config::from_toml(&text, "t.toml").unwrap();
+        let StreamConfig::Video(video) = &c.streams[0].config else {
+            panic!("a video stream")
+        };
+        let calibration: &crate::recording::Calibration =
+            video.calibration.as_ref().expect("calibration");
+        assert_eq!(calibration.intrinsics, Some([60.0, 61.0, 32.5, 24.0]));
+        assert_eq!(calibration.t_imu_cam.unwrap()[0][3], 0.1);
+        assert_eq!(calibration.rotation_deg, 180);
+        let tag = &c.streams[0].config.track_tags()[crate::recording::calibration::TAG_CALIBRATION];
+        assert_eq!(
+            &serde_json::from_str::<crate::recording::Calibration>(tag).unwrap(),
+            calibration
+        );
+        for (table, needle) in [
+            (
+                "intrinsics = [60.0, 61.0, 90.0, 24.0]",
+                "\"cam\".calibration: intrinsics: cx, cy = 90, 24 must lie in the 64x48 image",
+            ),
+            ("focal = 3", "unknown field `focal`"),
+            ("depth_unit_mm = 1.0", "only a 16-bit grey (depth) stream"),
+        ] {
+            let err = Config::from_toml(
+                &format!("{camera}[stream.calibration]\n{table}\n"),
+                "t.toml",
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(needle), "{needle:?} not in {err:?}");
+        }
+        let depth = Config::default_synthetic().unwrap();
+        let StreamConfig::Video(video) = &depth.streams[1].config else {
+            panic!("the built-in depth stream")
+        };
+        assert_eq!(video.calibration.as_ref().unwrap().depth_unit_mm, Some(1.0));
     }
 }

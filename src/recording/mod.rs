@@ -8,6 +8,8 @@
 //! - [`ChunkedWriter`]: per-stream encoder threads writing `.mkv.part` files, rotation
 //!   barrier with deadline, background [`finalizer`] merging chunks
 //!   ([`merge_stream_files`]) and growing the final file ([`ConcatWriter`]).
+//! - [`Calibration`]: a camera's intrinsics, distortion, camera→IMU extrinsic, depth
+//!   unit and mounting, stored as a track tag.
 //! - [`Recording`]: a whole recording from spool folder to final MKV + [`Manifest`].
 //! - [`recovery`]: finishing recordings cut off by a power cut.
 //! - [`spool`]: every file name, marker and lock of a recording.
@@ -15,6 +17,7 @@
 //! - [`probe`]: reading files back to check every claim.
 //! - `libav_log`: libav's own reason for a refusal, caught into grabd's one error line.
 
+pub mod calibration;
 mod decode_times;
 pub mod durable;
 pub mod encoder;
@@ -35,6 +38,7 @@ pub mod spool;
 pub mod stream_config;
 mod writer;
 
+pub use calibration::{file_calibrations, Calibration, DistortionModel, Flip};
 pub use encoder::{DataStreamEncoder, VideoStreamEncoder};
 pub use error::{Error, Result};
 pub use events::{ErrorCallback, StartChunkCallback};

@@ -10,6 +10,7 @@ use std::str::FromStr;
 use ffmpeg_next::{codec, encoder, format::Pixel, media};
 use serde::{Deserialize, Serialize};
 
+use super::calibration::{Calibration, TAG_CALIBRATION};
 use super::error::{Error, Result};
 use super::media::ensure_init;
 
@@ -36,7 +37,14 @@ pub struct VideoStreamConfig {
     /// Stored as the Matroska track's tags.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// Stored as the track tag `GRABD_CALIBRATION` (see [`Calibration`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Boxed: most streams have none, and it is larger than the rest of the config.
+    pub calibration: Option<Box<Calibration>>,
 }
+
+/// Output pixel formats of depth streams (16-bit values in the depth unit).
+const DEPTH_PIXEL_FORMATS: &[&str] = &["gray16le", "gray16be"];
 
 fn default_codec() -> String {
     "libx264".into()
@@ -67,6 +75,7 @@ impl VideoStreamConfig {
             output_pixel_format: default_output_pixel_format(),
             stream_options: BTreeMap::new(),
             metadata: BTreeMap::new(),
+            calibration: None,
         };
         config.validate()?;
         Ok(config)
@@ -96,6 +105,17 @@ impl VideoStreamConfig {
         self
     }
 
+    pub fn with_calibration(mut self, calibration: Calibration) -> Result<Self> {
+        self.calibration = Some(Box::new(calibration));
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// Whether the stream holds 16-bit depth values (16-bit grey in and out).
+    pub fn is_depth(&self) -> bool {
+        DEPTH_PIXEL_FORMATS.contains(&self.output_pixel_format.as_str())
+    }
+
     /// Check everything that can be checked without a frame.
     pub fn validate(&self) -> Result<()> {
         ensure_init();
@@ -121,6 +141,9 @@ impl VideoStreamConfig {
         ] {
             let format = parse_pixel_format(format_name).map_err(|e| e.for_field(field))?;
             check_chroma_multiple(format, format_name, self.width, self.height)?;
+        }
+        if let Some(calibration) = &self.calibration {
+            calibration.validate(self.width, self.height, self.is_depth())?;
         }
         if let Some(preset) = self.stream_options.get("preset") {
             let x26x = matches!(self.codec.as_str(), "libx264" | "libx265");
@@ -279,6 +302,20 @@ impl StreamConfig {
             StreamConfig::Video(v) => &v.metadata,
             StreamConfig::Data(d) => &d.metadata,
         }
+    }
+
+    /// Every tag the stream's track carries besides grabd's stream name: the user's
+    /// metadata and the calibration.
+    pub fn track_tags(&self) -> BTreeMap<String, String> {
+        let mut tags = self.metadata().clone();
+        if let StreamConfig::Video(VideoStreamConfig {
+            calibration: Some(calibration),
+            ..
+        }) = self
+        {
+            tags.insert(TAG_CALIBRATION.into(), calibration.to_tag());
+        }
+        tags
     }
 }
 

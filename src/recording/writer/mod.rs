@@ -473,7 +473,7 @@ impl ChunkedWriter {
             .iter()
             .map(|s| DeclaredTrack {
                 name: s.name.clone(),
-                track_tags: s.config.metadata().clone(),
+                track_tags: s.config.track_tags(),
                 spec: s
                     .encoder
                     .as_ref()

@@ -11,7 +11,7 @@ use crate::recording::error::{Error, Result};
 use crate::recording::media::{TAG_CHUNK_START_US, TAG_ORIGIN_UNIX_US};
 use crate::recording::part::{ClosedPart, PartWriter};
 use crate::recording::spool;
-use crate::recording::stream_config::{DataStreamConfig, StreamConfig, VideoStreamConfig};
+use crate::recording::stream_config::StreamConfig;
 use std::sync::Arc;
 
 /// The part of one chunk that an encoder thread's packets go to.
@@ -159,13 +159,11 @@ impl<'a> Track<'a> {
     fn open_part(&self, index: u64) -> OpenPart {
         let shared = self.shared;
         let id = shared.chunk_id(index);
-        let (StreamConfig::Video(VideoStreamConfig { metadata, .. })
-        | StreamConfig::Data(DataStreamConfig { metadata, .. })) = self.config;
         let origin_unix_us = shared.origin.get().map_or(0, |o| o.unix_us);
         let writer = PartWriter::new(
             spool::part_path(&shared.dir, &id, self.name),
             self.name,
-            metadata,
+            &self.config.track_tags(),
             vec![
                 (
                     TAG_CHUNK_START_US.into(),
