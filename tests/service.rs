@@ -208,6 +208,18 @@ fn press_record_press_then_marks_double_press_and_sigterm() {
     assert!(beeps >= 6, "{beeps} beeps");
 }
 
+/// A fresh card has no spool or output folder before the first recording; the free
+/// space is still the card's, not unknown (which a double press in idle beeped as "low").
+#[test]
+fn free_space_is_known_before_the_first_recording() {
+    let r = start();
+    assert!(!r.output.exists());
+    let s = status(&r);
+    assert!(s["free_bytes"].as_u64().is_some_and(|b| b > 0), "{s}");
+    r.stop.store(true, Ordering::Release);
+    assert_eq!(r.thread.join().unwrap().unwrap(), Exit::Terminated);
+}
+
 #[test]
 fn run_and_ctl_fail_with_one_line_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();

@@ -392,6 +392,233 @@ class Rig:
                            f"{presses[1] - presses[0]:.3f} / {dur:.3f}" if dur is not None and len(presses) == 2 else "n/a"))
         self.result(name, not problems, "; ".join(problems))
 
+    # -- gestures, a power cut while recording, the watchdog (issue 14) ----------
+    # Every time compared here is the guest's own (CLOCK_REALTIME of the same guest:
+    # `clk press`, the notify listener and grabd's log timestamps), so a loaded host
+    # that slows the guest shows as what grabd itself took, not as serial latency.
+    @staticmethod
+    def presses(g):
+        """Each `clk press` the guest made: label -> (realtime s, [offset of each write, s])."""
+        out = {}
+        for _, t in g.rig_lines("press "):
+            label, rt, _mono, offsets = t.split()
+            out[label] = (int(rt) / 1e6, [int(x) / 1e6 for x in offsets.split(",")])
+        return out
+
+    @staticmethod
+    def grabd_log(g, pattern):
+        """(guest realtime s, match) of each grabd log line matching `pattern`."""
+        out = []
+        for _, t in g.rig_lines("log"):
+            m = re.search(pattern, t)
+            if m and log_ts(t) is not None:
+                out.append((log_ts(t), m))
+        return out
+
+    def run_files(self, g, mnt):
+        """The finished recordings the guest listed: (path on the host, manifest, verify)."""
+        out = []
+        for _, f in g.rig_lines("run-file"):
+            p = mnt + f[len("/card"):]
+            with open(p[:-len(".mkv")] + ".json") as fh:
+                out.append((p, json.load(fh), self.verify(p)))
+        return out
+
+    def gestures(self):
+        """One boot of `grabd run` on gpio-sim, every gesture of issue 14 (guest/init's
+        scn_gestures says the sequence)."""
+        name = "gestures"
+        card = Card(os.path.join(self.work, "gestures.img"), 128)
+        g = self.boot(name, "gestures", {}, [card.drive()], 300)
+        end = g.wait_for(r"^@rig end")
+        g.finish(5)
+        self.note_boot(g)
+        if not end:
+            return self.result(name, False, f"guest did not finish (see {g.logf.name})")
+        bad = []
+        pr = self.presses(g)
+        want = ("double-idle", "bounce", "double-mark", "stop-and-next", "long")
+        if any(k not in pr for k in want):
+            return self.result(name, False, f"presses made: {sorted(pr)} (see {g.logf.name})")
+        # The presses were what they were meant to be (the guest may be preempted).
+        b = pr["bounce"][1]
+        if b[6] - b[0] > 0.003 or b[13] - b[7] > 0.003:
+            bad.append(f"the bounce was not 6 edges within 3 ms: writes at {b}")
+        if pr["double-idle"][1][2] > 0.45 or pr["double-mark"][1][2] > 0.45:
+            bad.append(f"a double press's second press came late: {pr['double-idle']} {pr['double-mark']}")
+        if pr["stop-and-next"][1][2] < 0.55:
+            bad.append(f"the press after the stop fell in its double-press window: {pr['stop-and-next']}")
+        started = self.grabd_log(g, r"recording started id=(\S+)")
+        firsts = self.grabd_log(g, r"first frame .*press_to_first_frame_ms=([0-9.]+)")
+        statuses = self.grabd_log(g, r"INFO status ")
+        marks = self.grabd_log(g, r"INFO mark .*at_s=([0-9.]+)")
+        stopping = self.grabd_log(g, r"stopping; finishing in the background id=(\S+)")
+        finished = {m.group(1).strip('"'): t for t, m in
+                    self.grabd_log(g, r"recording finished id=(\S+)")}
+        # double press in idle: status, and no recording
+        st = g.rig_lines("status-after-double")
+        st = json.loads(st[0][1]) if st else {}
+        if len(statuses) != 1 or st.get("state") != "idle" or st.get("recording") is not None:
+            bad.append(f"double press in idle: {len(statuses)} status lines, then {st}")
+        if len(started) != 2 or started[0][0] < pr["bounce"][0]:
+            bad.append(f"want exactly 2 recordings, after the bounce and after the stop: "
+                       f"{[(t, m.group(1)) for t, m in started]}")
+            return self.result(name, False, "; ".join(bad))
+        ida, idb = started[0][1].group(1), started[1][1].group(1)
+        # the bounce counted once: one recording (above), no double press (status/mark)
+        if len(marks) != 1:
+            bad.append(f"{len(marks)} marks, want 1 (the double press while recording)")
+        # press during A's background finishing: B runs within 1 s of its press
+        # (0.5 s of it is the double-press window), while A still finishes
+        next_press = pr["stop-and-next"][0] + pr["stop-and-next"][1][2]
+        b_first = [t for t, m in firsts if t > next_press]
+        next_s = b_first[0] - next_press if b_first else None
+        if next_s is None or next_s > 1.0:
+            bad.append(f"press during finishing -> recording B running took {next_s} s")
+        if ida not in finished or not b_first or finished[ida] < b_first[0]:
+            bad.append(f"recording A was not finishing any more when B started "
+                       f"(A finished {finished.get(ida)}, B running {b_first[:1]}): nothing overlapped")
+        # long press: B stops while the button is still held (5 s, released at 6.5 s),
+        # is finished, then the shutdown command runs
+        long_at = pr["long"][0]
+        b_stop = [t for t, m in stopping if m.group(1) == idb]
+        long_s = b_stop[0] - long_at if b_stop else None
+        if long_s is None or not 5.0 <= long_s < 6.5:
+            bad.append(f"long press stopped B after {long_s} s (want 5 s, while held: < 6.5 s)")
+        cmd = g.rig_lines("shutdown-command")
+        cmd_t = int(cmd[0][1].split()[0]) / 1e6 if cmd else None
+        if cmd_t is None or idb not in finished or cmd_t < finished[idb] or "files=2" not in cmd[0][1]:
+            bad.append(f"shutdown command {cmd} ran before B was finished ({finished.get(idb)})")
+        ex = g.rig_lines("run-exit")
+        if not ex or not ex[0][1].startswith("rc=0"):
+            bad.append(f"grabd run after the shutdown command: {ex}")
+        with snapshot_mount(self, card.path) as (mnt, _snap):
+            files = self.run_files(g, mnt)
+        if len(files) != 2:
+            bad.append(f"{len(files)} recordings on the card, want 2 (no stray one from a double press)")
+        for path, man, v in files:
+            if not v.get("ok"):
+                bad.append(f"verify {os.path.basename(path)}: {v}")
+        if len(files) == 2:
+            a = files[0][1]
+            # A lasts from the bounce (its debounced edge comes after the 3 ms of bouncing)
+            # to the stop press; within one frame at each end, as press-record-press.
+            want_a = pr["stop-and-next"][0] - pr["bounce"][0] - pr["bounce"][1][6]
+            if abs(a["duration_s"] - want_a) > 0.081:
+                bad.append(f"A recorded {a['duration_s']:.3f} s, pressed {want_a:.3f} s apart")
+            # the mark is at the double press's first edge, on A's media time
+            want_m = pr["double-mark"][0] - pr["bounce"][0] - pr["bounce"][1][6]
+            got = a.get("marks_s") or []
+            if len(got) != 1 or abs(got[0] - want_m) > 0.081:
+                bad.append(f"A's marks_s {got}, want [{want_m:.3f}]")
+        self.table += [
+            ("gestures: press -> first frame (ms)", " / ".join(m.group(1) for _, m in firsts) or "n/a"),
+            ("gestures: press during finishing -> next recording running (s)",
+             "n/a" if next_s is None else f"{next_s:.2f} (0.5 of it the double-press window)"),
+            ("gestures: long press -> stopped (s)", "n/a" if long_s is None else f"{long_s:.2f}"),
+        ]
+        self.result(name, not bad, "; ".join(bad))
+
+    def button_power_cut(self):
+        """Boot 1: a press, the power cut 2.5 s into the recording. Boot 2: `grabd run`
+        recovers the recording before READY=1 (the guest's notify socket), it verifies,
+        and at most LOSS_LIMIT_S was lost before the cut."""
+        name = "button-power-cut"
+        card = Card(os.path.join(self.work, "buttoncut.img"), 128)
+        g = self.boot("buttoncut-1", "buttoncut", {"phase": "cut"}, [card.drive()], 240)
+        ok = g.wait_for(r"^@rig log .*INFO first frame", 200)
+        self.note_boot(g)
+        if not ok:
+            g.kill()
+            return self.result(name, False, f"no recording before the cut (see {g.logf.name})")
+        time.sleep(2.5)
+        cut_host = g.kill()
+        offset, spread = g.clock_offset()
+        cut = cut_host - offset if offset is not None else None
+        g2 = self.boot("buttoncut-2", "buttoncut", {"phase": "boot"}, [card.drive()], 240)
+        end = g2.wait_for(r"^@rig end")
+        g2.finish(5)
+        self.note_boot(g2)
+        if not end or cut is None:
+            return self.result(name, False, f"second boot did not finish or no clock (see {g2.logf.name})")
+        bad = []
+        recovered = self.grabd_log(g2, r"recovered a cut-off recording")
+        ready = [int(t.split()[0]) / 1e6 for _, t in g2.rig_lines("notify") if t.endswith(" READY=1")]
+        if not recovered or not ready or recovered[0][0] > ready[0]:
+            bad.append(f"recovered at {recovered[:1]}, READY=1 at {ready[:1]}: want recovery first")
+        st = g2.rig_lines("status-after-boot")
+        if not st or json.loads(st[0][1]).get("state") != "idle":
+            bad.append(f"state after boot: {st}")
+        left = g2.rig_lines("spool-left")
+        if not left or left[0][1]:
+            bad.append(f"spool left after recovery: {left}")
+        loss = None
+        with snapshot_mount(self, card.path) as (mnt, _snap):
+            files = self.run_files(g2, mnt)
+        if len(files) != 1:
+            bad.append(f"{len(files)} recordings after the recovery, want 1")
+        for path, man, v in files:
+            if not v.get("ok"):
+                bad.append(f"verify {os.path.basename(path)}: {v}")
+            elif not man.get("recovered"):
+                bad.append(f"{os.path.basename(path)}: manifest does not say recovered")
+            lm = self.last_media_us(v)
+            loss = cut - lm / 1e6 if lm else None
+            if loss is None or loss > LOSS_LIMIT_S:
+                bad.append(f"lost {loss} s before the cut (limit {LOSS_LIMIT_S} s)")
+        ready_ms = (ready[0] - recovered[0][0]) * 1000 if recovered and ready else None
+        self.table += [("button-power-cut: lost before the cut (s)", "n/a" if loss is None else f"{loss:.3f}"),
+                       ("button-power-cut: recovered -> READY=1 (ms)", "n/a" if ready_ms is None else f"{ready_ms:.0f}")]
+        self.result(name, not bad, "; ".join(bad))
+
+    WATCHDOG_S = 4
+    WATCHDOG_HANG_S = 8
+
+    def watchdog(self):
+        """READY=1, then WATCHDOG=1 every half interval (grabd pings at half of
+        WATCHDOG_USEC, as systemd advises); after GRABD_TEST_HANG hangs the rgb source
+        thread the pings stop within one interval and do not come back."""
+        name = "watchdog"
+        wd = self.WATCHDOG_S
+        card = Card(os.path.join(self.work, "watchdog.img"), 128)
+        g = self.boot(name, "watchdog", {"wd_s": wd, "hang_s": self.WATCHDOG_HANG_S}, [card.drive()], 300)
+        end = g.wait_for(r"^@rig end")
+        g.finish(5)
+        self.note_boot(g)
+        if not end:
+            return self.result(name, False, f"guest did not finish (see {g.logf.name})")
+        bad = []
+        notes = [(int(t.split()[0]) / 1e6, int(t.split()[1]) / 1e6, t.split(maxsplit=2)[2])
+                 for _, t in g.rig_lines("notify ")]
+        ready = [n for n in notes if n[2] == "READY=1"]
+        pings = [n for n in notes if n[2] == "WATCHDOG=1"]
+        hang = self.grabd_log(g, r"test fault: this source thread hangs now")
+        withheld = self.grabd_log(g, r"thread stopped reporting; withholding watchdog pings.*thread=(.*)")
+        watch_end = g.rig_lines("watch-end")
+        if not ready or not hang or not watch_end:
+            return self.result(name, False, f"READY {ready[:1]}, hang {hang[:1]}, end {watch_end[:1]}")
+        t_hang, t_end = hang[0][0], int(watch_end[0][1]) / 1e6
+        if pings and pings[0][0] < ready[0][0]:
+            bad.append("WATCHDOG=1 before READY=1")
+        before = [p for p in pings if p[0] <= t_hang]
+        gaps = [b[1] - a[1] for a, b in zip(before, before[1:])]
+        if len(before) < 2:
+            bad.append(f"{len(before)} pings between READY=1 and the hang")
+        # systemd kills the service when a ping is more than one interval late
+        if any(x > wd for x in gaps):
+            bad.append(f"a ping came {max(gaps):.2f} s after the one before (interval {wd} s)")
+        last = pings[-1][0] if pings else ready[0][0]
+        if last - t_hang > wd:
+            bad.append(f"pings went on {last - t_hang:.2f} s after the hang (interval {wd} s)")
+        if t_end - last < 2 * wd:
+            bad.append(f"only {t_end - last:.1f} s without pings before the end of the watch")
+        if not withheld or "rgb" not in withheld[0][1].group(1):
+            bad.append(f"no 'withholding' log line naming the rgb source: {[m.group(0) for _, m in withheld]}")
+        self.table += [("watchdog: interval / ping gaps median / max (s)",
+                        f"{wd} / " + (f"{statistics.median(gaps):.2f} / {max(gaps):.2f}" if gaps else "n/a")),
+                       ("watchdog: hang -> last ping (s)", f"{last - t_hang:.2f}")]
+        self.result(name, not bad, "; ".join(bad))
+
     # -- real sources: vivid webcams and the MPU-6050 on i2c-stub ---------------
     SOURCES_SCENARIOS = ("probe", "v4l2-record", "imu-values")
 
@@ -1178,9 +1405,11 @@ class Rig:
                  ("flush-points-loaded", lambda: self.flush_points("flush-points-loaded", ("hog", "slow"))),
                  ("disk-full", self.disk_full),
                  ("io-error", self.io_error), ("press-record-press", self.press_record_press),
+                 ("gestures", self.gestures), ("button-power-cut", self.button_power_cut),
+                 ("watchdog", self.watchdog),
                  ("systemd-guest", self.systemd_guest), ("sources", self.sources)]
         # Opt-in (named in --only): not yet passing on a loaded CI machine.
-        opt_in = {"press-record-press"}
+        opt_in = {"press-record-press", "gestures", "button-power-cut", "watchdog"}
         for name, fn in order:
             names = {name} | (set(self.SOURCES_SCENARIOS) if name == "sources" else set())
             if (only and not names & only) or (not only and name in opt_in):

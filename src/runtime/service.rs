@@ -473,7 +473,7 @@ impl Service<'_> {
 
     fn free_bytes(&self) -> Result<u64, storage::StorageError> {
         let d = &self.config.device;
-        Ok(storage::free_bytes(&d.spool)?.min(storage::free_bytes(&d.output)?))
+        storage::free_bytes_of_both(&d.spool, &d.output)
     }
 
     fn start_recording(&mut self, from_us: i64) -> Result<(), String> {

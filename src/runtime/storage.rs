@@ -22,9 +22,12 @@ pub enum StorageError {
     Unusable { dir: String, reason: String },
 }
 
-/// Free bytes for an unprivileged writer on the file system holding `dir`.
+/// Free bytes for an unprivileged writer on the file system holding `dir`, or that
+/// will hold it: a folder not made yet (a fresh card before its first recording) has
+/// the free space of its nearest existing ancestor.
 pub fn free_bytes(dir: &Path) -> Result<u64, StorageError> {
-    let stat = nix::sys::statvfs::statvfs(dir).map_err(|e| StorageError::Unusable {
+    let base = nearest_existing(dir)?;
+    let stat = nix::sys::statvfs::statvfs(base).map_err(|e| StorageError::Unusable {
         dir: dir.display().to_string(),
         reason: e.desc().to_owned(),
     })?;
@@ -109,18 +112,16 @@ fn check_utf8(dir: &Path) -> Result<(), StorageError> {
     }
 }
 
-/// What can be known of `dir` without creating it: the file system that will hold it
-/// (the nearest existing ancestor) is writable and has `min_free`.
-fn check_room(dir: &Path, min_free: u64) -> Result<(), StorageError> {
-    check_utf8(dir)?;
-    let name = dir.display().to_string();
+/// `dir` itself, or its nearest ancestor that exists: the folder whose file system
+/// will hold `dir` once it is made.
+fn nearest_existing(dir: &Path) -> Result<&Path, StorageError> {
     let mut base = dir;
     loop {
         match std::fs::metadata(base) {
-            Ok(m) if m.is_dir() => break,
+            Ok(m) if m.is_dir() => return Ok(base),
             Ok(_) => {
                 return Err(StorageError::Unusable {
-                    dir: name,
+                    dir: dir.display().to_string(),
                     reason: format!("{} is not a folder", base.display()),
                 })
             }
@@ -132,12 +133,20 @@ fn check_room(dir: &Path, min_free: u64) -> Result<(), StorageError> {
             }
             Err(e) => {
                 return Err(StorageError::Unusable {
-                    dir: name,
+                    dir: dir.display().to_string(),
                     reason: format!("{}: {e}", base.display()),
                 })
             }
         }
     }
+}
+
+/// What can be known of `dir` without creating it: the file system that will hold it
+/// (the nearest existing ancestor) is writable and has `min_free`.
+fn check_room(dir: &Path, min_free: u64) -> Result<(), StorageError> {
+    check_utf8(dir)?;
+    let name = dir.display().to_string();
+    let base = nearest_existing(dir)?;
     let stat = nix::sys::statvfs::statvfs(base).map_err(|e| StorageError::Unusable {
         dir: name.clone(),
         reason: e.desc().to_owned(),

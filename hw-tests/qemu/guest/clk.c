@@ -6,6 +6,15 @@
  *   clk marks DEV MS put a dm-log-writes mark "t<realtime_us>" into device-mapper
  *                    device DEV every MS milliseconds, forever (DM_TARGET_MSG
  *                    ioctl: no fork per mark, so marks can be dense)
+ *   clk press LABEL FILE US...
+ *                    a button on gpio-sim: write "pull-down" (pressed) to FILE, then
+ *                    after US[0] microseconds "pull-up", after US[1] "pull-down", and
+ *                    so on (each gap counted from the previous write's planned time,
+ *                    or its actual one when that was late); prints "@rig press LABEL
+ *                    <realtime_us> <monotonic_us> <offsets>", the clocks at the
+ *                    first write and each write's actual offset from it in us, so
+ *                    the host can check the edges were as planned (a bounce of 6
+ *                    edges within 3 ms, a second press within the double-press window)
  *
  * The host timestamps every "T" line as it arrives on the serial console and
  * takes min(host_arrival - guest_time) as the guest-to-host clock offset.
@@ -42,8 +51,58 @@ static int dm_message(int fd, const char *dev, const char *msg)
 	return ioctl(fd, DM_TARGET_MSG, buf);
 }
 
+static long long mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static int press(const char *label, const char *path, int ngaps, char **gaps)
+{
+	static const char *level[2] = { "pull-down", "pull-up" };
+	char offsets[4096] = "";
+	long long rt, t0, planned;
+	int fd = open(path, O_WRONLY), i;
+
+	if (fd < 0) {
+		perror(path);
+		return 1;
+	}
+	rt = now_us(CLOCK_REALTIME);
+	t0 = planned = mono_ns();
+	for (i = 0; i <= ngaps; i++) {
+		size_t len = strlen(level[i % 2]), used = strlen(offsets);
+		if (i > 0) {
+			planned += atoll(gaps[i - 1]) * 1000LL;
+			/* sleep to within 2 ms of the planned time, then spin: sub-ms bounces */
+			while (planned - mono_ns() > 2000000LL) {
+				long long left = planned - mono_ns() - 2000000LL;
+				struct timespec d = { left / 1000000000LL, left % 1000000000LL };
+				nanosleep(&d, NULL);
+			}
+			while (mono_ns() < planned)
+				;
+			/* woken late: the next gaps keep their length (a bounce stays a bounce) */
+			if (mono_ns() - planned > 100000LL)
+				planned = mono_ns();
+		}
+		if (pwrite(fd, level[i % 2], len, 0) != (ssize_t)len) {
+			perror(path);
+			return 1;
+		}
+		snprintf(offsets + used, sizeof(offsets) - used, "%s%lld", i ? "," : "",
+			 (mono_ns() - t0) / 1000LL);
+	}
+	close(fd);
+	printf("@rig press %s %lld %lld %s\n", label, rt, t0 / 1000LL, offsets);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc >= 4 && strcmp(argv[1], "press") == 0)
+		return press(argv[2], argv[3], argc - 4, argv + 4);
 	if (argc >= 2 && strcmp(argv[1], "now") == 0) {
 		printf("%lld\n", now_us(CLOCK_REALTIME));
 		return 0;
@@ -80,6 +139,6 @@ int main(int argc, char **argv)
 			nanosleep(&d, NULL);
 		}
 	}
-	fprintf(stderr, "usage: clk now | clk uptime | clk tick MS | clk marks DEV MS\n");
+	fprintf(stderr, "usage: clk now | clk uptime | clk tick MS | clk marks DEV MS | clk press LABEL FILE US...\n");
 	return 2;
 }
