@@ -4,12 +4,14 @@
 //! per-stream encoders → chunked writer → finalizer → final MKV ([`recording`]).
 //! [`gpio`] is the button, LEDs and buzzer. [`runtime`] runs a session (sources,
 //! storage guard, signals) and the `grabd run` service; [`config`] turns TOML
-//! into validated stream sets.
+//! into validated stream sets. [`inspect`] reads a finished recording back for a
+//! person (table, JSON, picture).
 
 pub mod capture;
 pub mod clock;
 pub mod config;
 pub mod gpio;
+pub mod inspect;
 pub mod recording;
 pub mod runtime;
 pub mod sensors;

@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use grabd::config::{limits, Config};
-use grabd::recording::{self, manifest, probe};
+use grabd::recording::{self, manifest};
 
 #[derive(Parser)]
 #[command(name = "grabd", version, about = "Press-button field recorder service")]
@@ -51,6 +51,17 @@ enum Command {
     },
     /// Read a recording back: decode every packet, check its manifest; print JSON.
     Verify { file: PathBuf },
+    /// Show what a recording holds, read back from the file: streams, timing, gaps and
+    /// drops, IMU samples, marks and verify's verdict (exit 1 when it is not ok).
+    Inspect {
+        file: PathBuf,
+        /// Also draw one picture of the recording into this PNG.
+        #[arg(long)]
+        png: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// The service a recorder boots into: boot recovery, then the button, LEDs and
     /// buzzer of `[device]`, the control socket, and systemd readiness and watchdog.
     Run {
@@ -307,33 +318,42 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+        Command::Inspect { file, png, json } => {
+            let report = grabd::inspect::read(&file).context("inspect")?;
+            if let Some(png) = &png {
+                grabd::inspect::draw(&report, png).context("inspect")?;
+            }
+            if json {
+                say!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                say!("{}", report.table().trim_end());
+            }
+            Ok(if report.verdict.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Command::Verify { file } => {
-            let summary = probe::inspect(&file, true, None).context("verify")?;
-            let manifest_problems = manifest::manifest_problems(&file, &summary);
-            let mut why = manifest_problems.clone();
-            if summary.decode_errors() > 0 {
-                why.push(format!("{} frames do not decode", summary.decode_errors()));
-            }
-            if summary.truncated {
-                why.push("the file is cut short".to_owned());
-            }
-            let ok = why.is_empty();
-            let report = serde_json::json!({
-                "ok": ok,
-                "why": why,
-                "decode_errors": summary.decode_errors(),
-                "manifest_ok": manifest_problems.is_empty(),
-                "truncated": summary.truncated,
-                "origin_unix_us": summary.origin_unix_us,
-                "streams": summary.tracks.iter().map(|t| serde_json::json!({
-                    "name": t.name,
-                    "kind": t.kind,
-                    "packets": t.packets,
-                    "frames_decoded": t.frames_decoded,
-                    "first_pts_us": t.first_pts_us,
-                    "last_pts_us": t.last_pts_us,
-                })).collect::<Vec<_>>(),
-            });
+            let verdict = manifest::verdict(&file, None).context("verify")?;
+            let ok = verdict.ok;
+            let mut report = serde_json::to_value(&verdict)?;
+            report["origin_unix_us"] = serde_json::json!(verdict.summary.origin_unix_us);
+            report["streams"] = verdict
+                .summary
+                .tracks
+                .iter()
+                .map(|t| {
+                    serde_json::json!({
+                        "name": t.name,
+                        "kind": t.kind,
+                        "packets": t.packets,
+                        "frames_decoded": t.frames_decoded,
+                        "first_pts_us": t.first_pts_us,
+                        "last_pts_us": t.last_pts_us,
+                    })
+                })
+                .collect();
             say!("{report}");
             Ok(if ok {
                 ExitCode::SUCCESS

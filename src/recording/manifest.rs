@@ -222,6 +222,43 @@ pub fn read_manifest(path: &Path) -> Result<Manifest> {
     })
 }
 
+/// What `grabd verify` says of a file: every packet read and decoded, and the manifest
+/// beside it checked against what was read.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    pub ok: bool,
+    /// Why not, one reason per entry (empty when `ok`).
+    pub why: Vec<String>,
+    pub decode_errors: u64,
+    pub manifest_ok: bool,
+    pub truncated: bool,
+    /// The file as read back.
+    #[serde(skip)]
+    pub summary: FileSummary,
+}
+
+/// Read and decode all of `mkv` and check its manifest. Packet PTS per track (µs) are
+/// also collected when `pts_out` is given (see [`inspect`]).
+pub fn verdict(mkv: &Path, pts_out: Option<&mut Vec<Vec<i64>>>) -> Result<Verdict> {
+    let summary = inspect(mkv, true, pts_out)?;
+    let manifest_problems = manifest_problems(mkv, &summary);
+    let mut why = manifest_problems.clone();
+    if summary.decode_errors() > 0 {
+        why.push(format!("{} frames do not decode", summary.decode_errors()));
+    }
+    if summary.truncated {
+        why.push("the file is cut short".to_owned());
+    }
+    Ok(Verdict {
+        ok: why.is_empty(),
+        why,
+        decode_errors: summary.decode_errors(),
+        manifest_ok: manifest_problems.is_empty(),
+        truncated: summary.truncated,
+        summary,
+    })
+}
+
 /// Why the manifest beside `mkv` does not describe it (nothing when it does): missing,
 /// unreadable, size, checksum block by block, or per-stream frame counts against the
 /// file as read back (`summary`).

@@ -225,7 +225,15 @@ pub fn check_matroska_takes(
 pub fn open_input(path: &Path) -> Result<format::context::Input> {
     ensure_init();
     check_utf8_path(path)?;
-    format::input(&path).map_err(|e| Error::media(format!("open {}", path.display()), e))
+    // libav says why it refused a file ("EBML header parsing failed") only in its log:
+    // put that into the one error line.
+    let (opened, libav_says) = super::libav_log::capture(|| format::input(&path));
+    opened.map_err(|e| {
+        Error::media(
+            super::libav_log::with_reason(format!("open {}", path.display()), &libav_says),
+            e,
+        )
+    })
 }
 
 /// Open one of grabd's own Matroska files for packet copy. Its track headers carry

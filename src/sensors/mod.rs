@@ -93,18 +93,32 @@ pub fn encode_batch(samples: &[ImuSample], origin_us: i64) -> Vec<u8> {
     })
 }
 
+/// The samples of one data-stream packet (the reverse of [`encode_batch`]), their
+/// `t_us` on the recording's timeline; `None` when `payload` is not a version-3 IMU
+/// payload.
+pub fn decode_batch(payload: &[u8]) -> Option<Vec<ImuSample>> {
+    let payload: Payload = serde_json::from_slice(payload).ok()?;
+    if payload.version != IMU_PAYLOAD_VERSION {
+        return None;
+    }
+    let samples = payload
+        .samples
+        .into_iter()
+        .map(|s| ImuSample {
+            t_us: s.t_us,
+            accel: s.a,
+            gyro: s.g,
+            temp_c: s.temp_c,
+        })
+        .collect();
+    Some(samples)
+}
+
 /// A payload made with origin 0 (times on CLOCK_MONOTONIC) made relative to
 /// `origin_us`, for sources that run longer than one recording; `None` when `payload`
 /// is not a version-3 IMU payload.
 pub fn rebase_batch(payload: &[u8], origin_us: i64) -> Option<Vec<u8>> {
-    let mut payload: Payload = serde_json::from_slice(payload).ok()?;
-    if payload.version != IMU_PAYLOAD_VERSION {
-        return None;
-    }
-    for s in &mut payload.samples {
-        s.t_us -= origin_us;
-    }
-    Some(encode(&payload))
+    decode_batch(payload).map(|samples| encode_batch(&samples, origin_us))
 }
 
 fn encode(payload: &Payload) -> Vec<u8> {
@@ -158,5 +172,24 @@ mod tests {
         let rebased = rebase_batch(&encode_batch(&samples, 0), 4_000_000).unwrap();
         assert_eq!(rebased, encode_batch(&samples, 4_000_000));
         assert_eq!(rebase_batch(b"{\"imu\":[]}", 1), None);
+    }
+
+    #[test]
+    fn a_payload_decodes_to_the_samples_it_was_made_of() {
+        let samples = vec![ImuSample {
+            t_us: 2_000_125,
+            accel: [0.5, -1.25, 9.5],
+            gyro: [0.0, 0.0625, -0.125],
+            temp_c: None,
+        }];
+        let decoded = decode_batch(&encode_batch(&samples, 2_000_000)).unwrap();
+        assert_eq!(
+            decoded,
+            vec![ImuSample {
+                t_us: 125,
+                ..samples[0]
+            }]
+        );
+        assert_eq!(decode_batch(b"{\"version\":2,\"samples\":[]}"), None);
     }
 }
