@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use common::cli::grabd;
 use common::{depth_config, rgb_config, video_frame, wait_until, FRAME_US, T0};
-use grabd::recording::{DataStreamConfig, Recording, StreamConfig, WriterOptions};
+use grabd::recording::{
+    Calibration, DataStreamConfig, DistortionModel, Recording, StreamConfig, VideoStreamConfig,
+    WriterOptions,
+};
 use grabd::sensors::{encode_batch, ImuSample, IMU_TRACK_TAGS};
 use serde_json::Value;
 
@@ -26,7 +29,7 @@ fn record_with_hole_and_mark() -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let (spool, output) = (tmp.path().join("spool"), tmp.path().join("out"));
     let streams = vec![
-        ("rgb".to_owned(), StreamConfig::Video(rgb_config())),
+        ("rgb".to_owned(), StreamConfig::Video(calibrated_rgb())),
         ("depth".to_owned(), StreamConfig::Video(depth_config())),
         ("imu".to_owned(), StreamConfig::Data(imu_config())),
     ];
@@ -66,6 +69,19 @@ fn record_with_hole_and_mark() -> (tempfile::TempDir, PathBuf) {
     }
     let finished = rec.stop().unwrap().finished.expect("a final file");
     (tmp, finished.mkv)
+}
+
+/// rgb with a calibration (stored as its track tag).
+fn calibrated_rgb() -> VideoStreamConfig {
+    let mut config = rgb_config();
+    config.calibration = Some(Box::new(Calibration {
+        intrinsics: Some([60.0, 61.0, 32.5, 24.0]),
+        distortion_model: Some(DistortionModel::Radtan),
+        distortion_coeffs: vec![0.1, -0.05, 0.001, 0.0],
+        rotation_deg: 180,
+        ..Default::default()
+    }));
+    config
 }
 
 /// A data stream tagged as grabd's IMU streams are (`type=imu`, payload version 3).
@@ -187,6 +203,12 @@ fn json_numbers_are_what_ffprobe_reads_and_the_hole_and_mark_are_found() {
     assert!(close(&imu["rate_hz"], 100.0), "{imu}");
     assert_eq!(imu["gaps"].as_array().unwrap().len(), 0, "{imu}");
 
+    // The calibration, read back from rgb's track tag; depth has none.
+    let calibration: Calibration =
+        serde_json::from_value(rgb["calibration"].clone()).expect("rgb calibration");
+    assert_eq!(calibration, *calibrated_rgb().calibration.unwrap());
+    assert!(depth["calibration"].is_null(), "{depth}");
+
     // The mark: a chapter of the file, at 1 s.
     let marks = report["marks_s"].as_array().unwrap();
     assert_eq!(marks.len(), 1, "{report}");
@@ -201,7 +223,15 @@ fn json_numbers_are_what_ffprobe_reads_and_the_hole_and_mark_are_found() {
     // The table says the same in words.
     let r = inspect(&[mkv.as_os_str()]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    for needle in ["rgb", "depth", "imu", "h264", "ffv1", "verdict: ok"] {
+    for needle in [
+        "rgb",
+        "depth",
+        "imu",
+        "h264",
+        "ffv1",
+        "rgb calibration: fx 60 fy 61 cx 32.5 cy 24, radtan [0.1, -0.05, 0.001, 0], rotated 180°",
+        "verdict: ok",
+    ] {
         assert!(r.stdout.contains(needle), "no {needle:?} in\n{}", r.stdout);
     }
 }

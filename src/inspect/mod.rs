@@ -2,7 +2,7 @@
 //!
 //! - [`read`] → [`Inspection`]: streams with their timing ([`timing`]: usual interval,
 //!   jitter, [`Gap`]s), IMU samples (decoded with [`crate::sensors::decode_batch`]),
-//!   marks (the file's chapters) and `grabd verify`'s [`Verdict`](crate::recording::manifest::Verdict),
+//!   marks (the file's chapters), each camera's calibration (its track tag) and `grabd verify`'s [`Verdict`](crate::recording::manifest::Verdict),
 //!   all from the file through libavformat, never from the writer's counters. It
 //!   serialises as the JSON of `--json`; [`Inspection::table`] is the text.
 //! - [`draw`]: the picture of `--png` (layout in `picture`), with thumbnails decoded

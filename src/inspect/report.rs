@@ -9,6 +9,7 @@ use ffmpeg_next::{self as ffmpeg, media};
 use serde::Serialize;
 
 use super::timing::{seconds, timing, Timing};
+use crate::recording::calibration::{track_calibration, Calibration};
 use crate::recording::manifest::{self, Verdict};
 use crate::recording::media::{open_input, read_packet, rescale, MICROS};
 use crate::recording::Result;
@@ -55,6 +56,11 @@ pub struct StreamReport {
     pub missing_frames: u64,
     /// Frames the writer says it dropped (the manifest's count; the file cannot say).
     pub dropped_by_writer: Option<u64>,
+    /// The camera's calibration, from its track tag (`None`: the file has none).
+    pub calibration: Option<Calibration>,
+    /// Why the calibration tag could not be read, when it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calibration_error: Option<String>,
     /// The samples of an IMU track (grabd's payload version 3).
     pub imu: Option<ImuReport>,
     /// Every packet's time (µs), sorted: for the picture.
@@ -100,6 +106,10 @@ pub fn read(path: &Path) -> Result<Inspection> {
             gaps,
             missing,
         } = timing(&times);
+        let (calibration, calibration_error) = match track_calibration(&stream) {
+            Ok(calibration) => (calibration, None),
+            Err(e) => (None, Some(e.to_string())),
+        };
         let is_imu = stream
             .metadata()
             .get("type")
@@ -133,6 +143,8 @@ pub fn read(path: &Path) -> Result<Inspection> {
                     .find(|s| s.name == track.name)
                     .and_then(|s| s.frames_dropped)
             }),
+            calibration,
+            calibration_error,
             imu: is_imu.then(|| ImuReport {
                 samples: 0,
                 rate_hz: None,
@@ -284,6 +296,12 @@ impl Inspection {
                     imu.missing_samples
                 );
             }
+            if let Some(c) = &s.calibration {
+                let _ = writeln!(out, "{} calibration: {}", s.name, describe(c));
+            }
+            if let Some(e) = &s.calibration_error {
+                let _ = writeln!(out, "{} calibration unreadable: {e}", s.name);
+            }
             for g in &s.gaps {
                 let _ = writeln!(
                     out,
@@ -308,5 +326,41 @@ impl Inspection {
             let _ = writeln!(out, "verdict: NOT OK: {}", self.verdict.why.join("; "));
         }
         out
+    }
+}
+
+/// A calibration in one line: what it sets, in the config's terms.
+fn describe(c: &Calibration) -> String {
+    let numbers = |v: &[f64]| v.iter().map(f64::to_string).collect::<Vec<_>>().join(", ");
+    let mut parts = Vec::new();
+    if let Some([fx, fy, cx, cy]) = c.intrinsics {
+        parts.push(format!("fx {fx} fy {fy} cx {cx} cy {cy}"));
+    }
+    if let Some(model) = c.distortion_model {
+        parts.push(format!(
+            "{} [{}]",
+            model.kalibr_name(),
+            numbers(&c.distortion_coeffs)
+        ));
+    }
+    if let Some(t) = c.t_imu_cam {
+        parts.push(format!("t_imu_cam [{}]", numbers(&t.concat())));
+    }
+    if c.timeshift_cam_imu_s != 0.0 {
+        parts.push(format!("timeshift_cam_imu {} s", c.timeshift_cam_imu_s));
+    }
+    if let Some(mm) = c.depth_unit_mm {
+        parts.push(format!("depth unit {mm} mm"));
+    }
+    if c.rotation_deg != 0 {
+        parts.push(format!("rotated {}°", c.rotation_deg));
+    }
+    if c.flip != Default::default() {
+        parts.push(format!("flipped {:?}", c.flip).to_lowercase());
+    }
+    if parts.is_empty() {
+        "empty".to_owned()
+    } else {
+        parts.join(", ")
     }
 }
