@@ -208,6 +208,25 @@ fn press_record_press_then_marks_double_press_and_sigterm() {
     assert!(beeps >= 6, "{beeps} beeps");
 }
 
+/// A loaded board hands the main loop a double press late: both presses were stamped
+/// inside the double-press window, but reach the service after it. It is still a
+/// double press (status), not a single press that starts a recording.
+#[test]
+fn a_double_press_that_arrives_late_is_still_a_double_press() {
+    let r = start();
+    let p = monotonic_us() - 2_000_000;
+    for (pressed, at) in [(true, 0), (false, 80), (true, 250), (false, 330)] {
+        let at_us = p + at * 1000;
+        r.button.send(ButtonEdge { pressed, at_us }).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let s = status(&r);
+    assert_eq!(s["state"], "idle", "{s}");
+    r.stop.store(true, Ordering::Release);
+    r.thread.join().unwrap().unwrap();
+    assert!(finished_files(&r.output).is_empty());
+}
+
 /// A fresh card has no spool or output folder before the first recording; the free
 /// space is still the card's, not unknown (which a double press in idle beeped as "low").
 #[test]

@@ -8,7 +8,7 @@
 //! never dead and finishings may overlap.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -190,6 +190,9 @@ struct Service<'a> {
     inputs: Sender<Input>,
     button_stop: Arc<AtomicBool>,
     button_thread: Option<Handle<()>>,
+    /// Monotonic µs up to which the button thread has handed over every edge: the
+    /// gestures' clock (see [`Service::gesture_now`]).
+    button_reported_us: Arc<AtomicI64>,
 }
 
 /// Run the service until SIGTERM/SIGINT (`stop`) or a shutdown gesture.
@@ -268,6 +271,7 @@ pub fn run(config: &Config, devices: Devices, stop: &AtomicBool) -> Result<Exit,
         inputs: tx,
         button_stop: Arc::new(AtomicBool::new(false)),
         button_thread: None,
+        button_reported_us: Arc::new(AtomicI64::new(0)),
     };
     if let Some(button) = devices.button {
         service.start_button(button)?;
@@ -289,22 +293,31 @@ pub fn run(config: &Config, devices: Devices, stop: &AtomicBool) -> Result<Exit,
     result
 }
 
-/// The button thread: edges to the main loop as they come (it only waits on the line).
+/// How long the button thread waits on the line at a time: how far its report of
+/// "no edge until now" may lag behind ([`Service::gesture_now`]).
+const BUTTON_WAIT: Duration = Duration::from_millis(50);
+
+/// The button thread: edges to the main loop as they come (it only waits on the line),
+/// and in `reported_us` the time up to which every edge has been handed over.
 fn spawn_button(
     mut button: Box<dyn Button>,
     tx: Sender<Input>,
     stop: Arc<AtomicBool>,
+    reported_us: Arc<AtomicI64>,
 ) -> Result<Handle<()>, ServiceError> {
     crate::thread::spawn("button", "", None, move |beat| {
         while !stop.load(Ordering::Acquire) {
             beat.beat();
-            match button.wait(Duration::from_millis(200)) {
+            match button.wait(BUTTON_WAIT) {
                 Ok(Some(edge)) => {
                     if tx.send(Input::Edge(edge)).is_err() {
                         return;
                     }
+                    reported_us.fetch_max(edge.at_us, Ordering::Release);
                 }
-                Ok(None) => {}
+                Ok(None) => {
+                    reported_us.fetch_max(monotonic_us(), Ordering::Release);
+                }
                 Err(e) => {
                     let _ = tx.send(Input::ButtonFailed(e.to_string()));
                     return;
@@ -331,13 +344,16 @@ impl Service<'_> {
         let mut disconnected = false;
         loop {
             let now = monotonic_us();
+            // A deadline already passed waits for the button's report to pass it too.
             let wait = self
                 .machine
                 .next_deadline_us()
                 .map_or(LOOP_PERIOD, |due| {
                     Duration::from_micros(u64::try_from(due - now).unwrap_or(0))
                 })
-                .min(LOOP_PERIOD);
+                .clamp(Duration::from_millis(5), LOOP_PERIOD);
+            // Read before the queue: every edge stamped before it is in the queue now.
+            let gesture_now = self.gesture_now();
             let received = if disconnected {
                 std::thread::sleep(wait);
                 Err(RecvTimeoutError::Timeout)
@@ -345,27 +361,20 @@ impl Service<'_> {
                 rx.recv_timeout(wait)
             };
             let mut effects = match received {
-                Ok(Input::Edge(edge)) => self.machine.handle(Event::Edge {
-                    pressed: edge.pressed,
-                    at_us: edge.at_us,
-                }),
-                Ok(Input::ButtonFailed(why)) => {
-                    tracing::error!(error = %why, "button failed");
-                    self.stop_button();
-                    self.set_health("button", why);
-                    self.machine.handle(Event::DeviceFailed {
-                        at_us: monotonic_us(),
-                    })
-                }
-                Ok(Input::Control(request, reply)) => self.control(request, &reply),
+                Ok(input) => self.input(input),
                 Err(RecvTimeoutError::Timeout) => Vec::new(),
                 Err(RecvTimeoutError::Disconnected) => {
                     disconnected = true;
                     Vec::new()
                 }
             };
+            // Everything already queued goes in before time passes for the gestures.
+            while let Ok(input) = rx.try_recv() {
+                let more = self.input(input);
+                effects.extend(more);
+            }
             effects.extend(self.machine.handle(Event::Tick {
-                now_us: monotonic_us(),
+                now_us: gesture_now,
             }));
             if stop.load(Ordering::Acquire) && self.exit.is_none() {
                 tracing::info!("signal: finishing and exiting");
@@ -388,6 +397,37 @@ impl Service<'_> {
                 let line = self.status_line();
                 self.notifier.status(&line);
             }
+        }
+    }
+
+    fn input(&mut self, input: Input) -> Vec<Effect> {
+        match input {
+            Input::Edge(edge) => self.machine.handle(Event::Edge {
+                pressed: edge.pressed,
+                at_us: edge.at_us,
+            }),
+            Input::ButtonFailed(why) => {
+                tracing::error!(error = %why, "button failed");
+                self.stop_button();
+                self.set_health("button", why);
+                self.machine.handle(Event::DeviceFailed {
+                    at_us: monotonic_us(),
+                })
+            }
+            Input::Control(request, reply) => self.control(request, &reply),
+        }
+    }
+
+    /// The gestures' clock: now, but no further than the button thread has reported
+    /// its edges. A press is single once its double-press window passed without a
+    /// second press; a main loop or button thread running late (a loaded board) must
+    /// not decide that while the second press, stamped inside the window, is still on
+    /// its way.
+    fn gesture_now(&self) -> i64 {
+        let now = monotonic_us();
+        match self.button_thread {
+            Some(_) => now.min(self.button_reported_us.load(Ordering::Acquire)),
+            None => now,
         }
     }
 
@@ -688,7 +728,13 @@ impl Service<'_> {
     fn start_button(&mut self, button: Box<dyn Button>) -> Result<(), ServiceError> {
         self.stop_button();
         self.button_stop = Arc::new(AtomicBool::new(false));
-        let handle = spawn_button(button, self.inputs.clone(), Arc::clone(&self.button_stop))?;
+        self.button_reported_us = Arc::new(AtomicI64::new(0));
+        let handle = spawn_button(
+            button,
+            self.inputs.clone(),
+            Arc::clone(&self.button_stop),
+            Arc::clone(&self.button_reported_us),
+        )?;
         self.heartbeats.retain(|(name, _)| name != "button");
         self.heartbeats
             .push(("button".to_owned(), handle.heartbeat()));
