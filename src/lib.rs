@@ -5,11 +5,13 @@
 //! [`gpio`] is the button, LEDs and buzzer. [`runtime`] runs a session (sources,
 //! storage guard, signals) and the `grabd run` service; [`config`] turns TOML
 //! into validated stream sets. [`inspect`] reads a finished recording back for a
-//! person (table, JSON, picture).
+//! person (table, JSON, picture); [`export`] takes it into EuRoC, TUM RGB-D, plain
+//! frames or MCAP.
 
 pub mod capture;
 pub mod clock;
 pub mod config;
+pub mod export;
 pub mod gpio;
 pub mod inspect;
 pub mod recording;

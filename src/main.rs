@@ -75,6 +75,26 @@ enum Command {
         #[arg(long, default_value = grabd::config::DEFAULT_CONTROL_SOCKET)]
         socket: PathBuf,
     },
+    /// Export a finished recording for SLAM and calibration tools: `euroc` (ORB-SLAM3,
+    /// Kalibr, OpenVINS, basalt), `tum` (TUM RGB-D), `frames` (PNG per frame + CSV) or
+    /// `mcap` (Foxglove), into a new folder (written as OUT.tmp, renamed when complete).
+    Export {
+        file: PathBuf,
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(grabd::export::Format::NAMES))]
+        format: String,
+        /// The folder to create (it must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        /// Media time in seconds of the first frame or sample exported.
+        #[arg(long)]
+        start: Option<f64>,
+        /// Media time in seconds to stop at (exclusive).
+        #[arg(long)]
+        end: Option<f64>,
+        /// Streams to export, comma-separated (default: every one the format holds).
+        #[arg(long, value_delimiter = ',')]
+        streams: Option<Vec<String>>,
+    },
     /// List cameras, M2M encoders, IMUs, GPIO chips and storage, and what the config
     /// would record; exit 0 when it can record, 1 when it cannot.
     Probe {
@@ -333,6 +353,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Command::Export {
+            file,
+            format,
+            out,
+            start,
+            end,
+            streams,
+        } => {
+            let format: grabd::export::Format = format.parse().map_err(anyhow::Error::msg)?;
+            let selection = grabd::export::Selection::from_seconds(start, end, streams)?;
+            let mut progress = grabd::export::Progress::on_terminal();
+            let report = grabd::export::export(&file, format, &out, &selection, &mut progress)
+                .with_context(|| format!("export {}", file.display()))?;
+            for stream in &report.skipped {
+                eprintln!("grabd: {format} has no place for stream {stream:?}: left out");
+            }
+            say!("{}", report.out.display());
+            Ok(ExitCode::SUCCESS)
         }
         Command::Verify { file } => {
             let verdict = manifest::verdict(&file, None).context("verify")?;

@@ -134,3 +134,417 @@ fn calibration_is_in_the_track_tags_and_the_manifest() {
         serde_json::from_value(rgb["config"]["calibration"].clone()).expect("calibration");
     assert_eq!(in_manifest, rgb_calibration());
 }
+
+// ---------------------------------------------------------------------------------------
+// Read-back of the recording itself, with libavformat (not grabd's export code).
+
+/// The recording's wall-clock origin (µs since the Unix epoch): its global tag.
+fn origin_unix_us(mkv: &std::path::Path) -> i64 {
+    ffmpeg_next::init().unwrap();
+    let input = ffmpeg_next::format::input(&mkv).unwrap();
+    let origin = input
+        .metadata()
+        .get("GRABD_ORIGIN_UNIX_US")
+        .map(str::to_owned);
+    origin.expect("origin tag").parse().unwrap()
+}
+
+/// Absolute ns of every packet of track `name`, in time order.
+fn packet_times_ns(mkv: &std::path::Path, name: &str) -> Vec<i64> {
+    let origin = origin_unix_us(mkv);
+    let tracks = common::read_tracks(mkv);
+    let mut pts = common::track(&tracks, name).pts();
+    pts.sort_unstable();
+    pts.iter().map(|us| (origin + us) * 1000).collect()
+}
+
+/// One IMU sample as the payloads hold it: absolute ns, gyro, accel.
+#[derive(Debug, Clone, PartialEq)]
+struct Sample {
+    t_ns: i64,
+    w: [f64; 3],
+    a: [f64; 3],
+}
+
+/// Every IMU sample of the `imu` track, from its JSON payloads (version 3).
+fn imu_samples(mkv: &std::path::Path) -> Vec<Sample> {
+    let origin = origin_unix_us(mkv);
+    let tracks = common::read_tracks(mkv);
+    let mut samples = Vec::new();
+    for p in &common::track(&tracks, "imu").packets {
+        let payload: serde_json::Value = serde_json::from_slice(&p.data).unwrap();
+        for s in payload["samples"].as_array().unwrap() {
+            let v = |key: &str, i: usize| s[key][i].as_f64().unwrap();
+            samples.push(Sample {
+                t_ns: (origin + s["t_us"].as_i64().unwrap()) * 1000,
+                w: [v("g", 0), v("g", 1), v("g", 2)],
+                a: [v("a", 0), v("a", 1), v("a", 2)],
+            });
+        }
+    }
+    samples
+}
+
+/// SHA-256 of each decoded frame of track `name` as packed little-endian 16-bit rows,
+/// with its absolute ns.
+fn depth_frames(mkv: &std::path::Path, name: &str) -> Vec<(i64, String)> {
+    use ffmpeg_next as ff;
+    use sha2::Digest;
+    let origin = origin_unix_us(mkv);
+    let mut input = ff::format::input(&mkv).unwrap();
+    let stream = input
+        .streams()
+        .find(|s| s.metadata().get("title") == Some(name))
+        .expect("depth track");
+    let (index, tb) = (stream.index(), stream.time_base());
+    let mut decoder = ff::codec::context::Context::from_parameters(stream.parameters())
+        .unwrap()
+        .decoder()
+        .video()
+        .unwrap();
+    let mut out = Vec::new();
+    let mut frame = ff::frame::Video::empty();
+    let mut take = |decoder: &mut ff::decoder::Video, out: &mut Vec<(i64, String)>| {
+        while decoder.receive_frame(&mut frame).is_ok() {
+            assert_eq!(frame.format(), ff::format::Pixel::GRAY16LE);
+            let row = frame.width() as usize * 2;
+            let mut bytes = Vec::new();
+            for y in 0..frame.height() as usize {
+                bytes.extend_from_slice(&frame.data(0)[y * frame.stride(0)..][..row]);
+            }
+            let pts = frame.timestamp().unwrap();
+            let us = pts * 1_000_000 * i64::from(tb.numerator()) / i64::from(tb.denominator());
+            out.push(((origin + us) * 1000, hex(&sha2::Sha256::digest(&bytes))));
+        }
+    };
+    for (s, packet) in input.packets() {
+        if s.index() == index {
+            decoder.send_packet(&packet).unwrap();
+            take(&mut decoder, &mut out);
+        }
+    }
+    decoder.send_eof().unwrap();
+    take(&mut decoder, &mut out);
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `grabd export` of the shared recording into a new folder of `root`.
+fn export(format: &str, extra: &[&str]) -> (tempfile::TempDir, PathBuf) {
+    let rec = recorded();
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join(format!("{format}-out"));
+    let mut args = vec![
+        "export".as_ref(),
+        rec.mkv.as_os_str(),
+        "--format".as_ref(),
+        format.as_ref(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ];
+    args.extend(extra.iter().map(|a| std::ffi::OsStr::new(*a)));
+    let r = common::cli::grabd(args);
+    assert_eq!(r.code, 0, "export {format}: {}", r.stderr);
+    assert!(out.is_dir());
+    assert!(!out.with_file_name(format!("{format}-out.tmp")).exists());
+    (root, out)
+}
+
+/// What `tests/formats_reader.py` (Debian's python3 with numpy and Pillow) read.
+fn python_read(format: &str, dir: &std::path::Path) -> serde_json::Value {
+    let reader = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/formats_reader.py");
+    let out = std::process::Command::new("/usr/bin/python3")
+        .arg(reader)
+        .arg(format)
+        .arg(dir)
+        .output()
+        .expect("run /usr/bin/python3 (scripts/deps installs python3-numpy python3-pil)");
+    assert!(
+        out.status.success(),
+        "the {format} reader refused the export: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn i64s(v: &serde_json::Value) -> Vec<i64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect()
+}
+
+fn assert_samples_match(what: &str, t_ns: &[i64], w: &[[f64; 3]], a: &[[f64; 3]], want: &[Sample]) {
+    assert_eq!(t_ns.len(), want.len(), "{what}: rows");
+    for (k, s) in want.iter().enumerate() {
+        assert_eq!(t_ns[k], s.t_ns, "{what}: time of row {k}");
+        for i in 0..3 {
+            assert!(
+                (w[k][i] - s.w[i]).abs() < 1e-9,
+                "{what}: gyro of row {k}: {:?} vs {:?}",
+                w[k],
+                s.w
+            );
+            assert!(
+                (a[k][i] - s.a[i]).abs() < 1e-9,
+                "{what}: accel of row {k}: {:?} vs {:?}",
+                a[k],
+                s.a
+            );
+        }
+    }
+}
+
+fn triples(v: &serde_json::Value) -> Vec<[f64; 3]> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let r = r.as_array().unwrap();
+            [
+                r[0].as_f64().unwrap(),
+                r[1].as_f64().unwrap(),
+                r[2].as_f64().unwrap(),
+            ]
+        })
+        .collect()
+}
+
+/// EuRoC: one 8-bit grey PNG per rgb packet, named by its absolute ns; the IMU's rows
+/// are its samples (times and values); T_BS is the camera → IMU extrinsic; depth has no
+/// place in EuRoC and is left out.
+#[test]
+fn euroc_export_loads_in_a_reader_of_the_format() {
+    let rec = recorded();
+    let (_root, out) = export("euroc", &[]);
+    let read = python_read("euroc", &out);
+    let cams = read["cams"].as_object().unwrap();
+    assert_eq!(cams.keys().collect::<Vec<_>>(), ["cam0"], "{read}");
+    let cam0 = &read["cams"]["cam0"];
+    let packets = packet_times_ns(&rec.mkv, "rgb");
+    assert!(packets.len() >= 25, "{} rgb packets", packets.len());
+    assert_eq!(i64s(&cam0["t_ns"]), packets);
+    assert_eq!(cam0["pngs"], packets.len());
+    assert_eq!(cam0["sizes"], serde_json::json!([[160, 100]]));
+    assert_eq!(cam0["modes"], serde_json::json!(["L"]));
+    let t_bs: Vec<f64> = rgb_calibration()
+        .t_imu_cam
+        .unwrap()
+        .iter()
+        .flatten()
+        .copied()
+        .collect();
+    assert_eq!(cam0["T_BS"], serde_json::json!(t_bs));
+
+    let imu = &read["imus"]["imu0"];
+    let want = imu_samples(&rec.mkv);
+    assert!(want.len() >= 300, "{} samples", want.len());
+    assert_samples_match(
+        "imu0",
+        &i64s(&imu["t_ns"]),
+        &triples(&imu["w"]),
+        &triples(&imu["a"]),
+        &want,
+    );
+    // ORB-SLAM3's times file: cam0's frames.
+    let times: Vec<i64> = std::fs::read_to_string(out.join("timestamps.txt"))
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(times, packets);
+}
+
+/// TUM RGB-D: rgb and depth PNGs per packet named by `%.6f` seconds, depth values equal
+/// to the recorded millimetres (decoded from the MKV), associations within 20 ms, and
+/// the accelerometer's rows.
+#[test]
+fn tum_export_loads_in_a_reader_of_the_format() {
+    let rec = recorded();
+    let (_root, out) = export("tum", &[]);
+    let read = python_read("tum", &out);
+    let seconds = |ns: i64| format!("{}.{:06}", ns / 1_000_000_000, ns / 1000 % 1_000_000);
+    let rgb: Vec<String> = packet_times_ns(&rec.mkv, "rgb")
+        .into_iter()
+        .map(seconds)
+        .collect();
+    assert_eq!(read["rgb"], serde_json::json!(rgb));
+    assert_eq!(read["rgb_sizes"], serde_json::json!([[160, 100]]));
+    let depth = depth_frames(&rec.mkv, "depth");
+    assert_eq!(depth.len(), packet_times_ns(&rec.mkv, "depth").len());
+    let read_depth = read["depth"].as_array().unwrap();
+    assert_eq!(read_depth.len(), depth.len());
+    for ((t_ns, sha), got) in depth.iter().zip(read_depth) {
+        assert_eq!(got["t"], seconds(*t_ns));
+        assert_eq!(got["size"], serde_json::json!([80, 50]));
+        assert_eq!(
+            got["sha256_le16"],
+            *sha,
+            "depth values at {}",
+            seconds(*t_ns)
+        );
+        assert!(got["max"].as_u64().unwrap() > 255, "16-bit values: {got}");
+    }
+    let pairs = read["associations"].as_array().unwrap();
+    assert!(
+        pairs.len() * 10 >= rgb.len() * 9,
+        "{} pairs for {} rgb frames",
+        pairs.len(),
+        rgb.len()
+    );
+    for pair in pairs {
+        let t = |i: usize| pair[i].as_str().unwrap().parse::<f64>().unwrap();
+        assert!((t(0) - t(1)).abs() <= 0.020 + 1e-9, "pair {pair}");
+        assert!(rgb.contains(&pair[0].as_str().unwrap().to_owned()));
+    }
+    let want = imu_samples(&rec.mkv);
+    let accel = read["accelerometer"].as_array().unwrap();
+    assert_eq!(accel.len(), want.len());
+    for (row, s) in accel.iter().zip(&want) {
+        assert_eq!(row[0], seconds(s.t_ns));
+        for i in 0..3 {
+            assert!(
+                (row[i + 1].as_f64().unwrap() - s.a[i]).abs() < 1e-9,
+                "{row} vs {s:?}"
+            );
+        }
+    }
+    let calibration = std::fs::read_to_string(out.join("calibration.yaml")).unwrap();
+    assert!(
+        calibration.contains("depth_map_factor: 1000.0"),
+        "{calibration}"
+    );
+}
+
+/// frames: PNG per frame of every video stream (depth as 16-bit), CSV of times, IMU CSV;
+/// `--start/--end` take the frames of that media interval, `--streams` the streams
+/// named.
+#[test]
+fn frames_export_selects_by_time_and_stream() {
+    let rec = recorded();
+    let (_root, out) = export("frames", &[]);
+    for name in ["rgb", "depth"] {
+        let csv = std::fs::read_to_string(out.join(name).join("frames.csv")).unwrap();
+        let times: Vec<i64> = csv
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(times, packet_times_ns(&rec.mkv, name), "{name}");
+        let pngs = std::fs::read_dir(out.join(name)).unwrap().filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "png")
+        });
+        assert_eq!(pngs.count(), times.len(), "{name}");
+    }
+    let imu = std::fs::read_to_string(out.join("imu.csv")).unwrap();
+    assert_eq!(imu.lines().count() - 1, imu_samples(&rec.mkv).len());
+
+    let (_root, part) = export(
+        "frames",
+        &["--start", "0.5", "--end", "1.2", "--streams", "rgb,imu"],
+    );
+    let origin_ns = origin_unix_us(&rec.mkv) * 1000;
+    let inside = |t: &i64| (500_000_000..1_200_000_000).contains(&(t - origin_ns));
+    let want: Vec<i64> = packet_times_ns(&rec.mkv, "rgb")
+        .into_iter()
+        .filter(inside)
+        .collect();
+    let csv = std::fs::read_to_string(part.join("rgb").join("frames.csv")).unwrap();
+    let got: Vec<i64> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(got, want);
+    assert!(!part.join("depth").exists());
+    let imu = std::fs::read_to_string(part.join("imu.csv")).unwrap();
+    let want = imu_samples(&rec.mkv)
+        .into_iter()
+        .filter(|s| inside(&s.t_ns))
+        .count();
+    assert_eq!(imu.lines().count() - 1, want);
+}
+
+/// A bad file, a stream the format cannot hold, an unknown stream: one line, exit 2,
+/// and no export folder (nor its temporary) left behind. An export killed earlier left
+/// a `.tmp` folder: the next export replaces it.
+#[test]
+fn export_refusals_are_one_line_and_leave_nothing() {
+    let rec = recorded();
+    let root = tempfile::tempdir().unwrap();
+    let junk = root.path().join("junk.mkv");
+    std::fs::write(&junk, b"not a recording at all").unwrap();
+    let out = root.path().join("out");
+    let mkv = rec.mkv.to_str().unwrap();
+    let o = out.to_str().unwrap();
+    let cases: [(Vec<&str>, &str); 4] = [
+        (
+            vec![junk.to_str().unwrap(), "--format", "euroc"],
+            "junk.mkv",
+        ),
+        (
+            vec![mkv, "--format", "euroc", "--streams", "depth"],
+            "euroc cannot hold stream \"depth\"",
+        ),
+        (
+            vec![mkv, "--format", "tum", "--streams", "nosuch"],
+            "has no stream \"nosuch\"",
+        ),
+        (
+            vec![mkv, "--format", "frames", "--start", "2", "--end", "1"],
+            "--end 1 s is not after --start 2 s",
+        ),
+    ];
+    for (args, needle) in cases {
+        let mut all = vec!["export"];
+        all.extend(&args);
+        all.extend(["--out", o]);
+        let r = common::cli::grabd(&all);
+        assert_eq!(r.code, 2, "{all:?}: {}", r.stderr);
+        let line = r.one_line_error();
+        assert!(line.contains(needle), "{needle:?} not in {line:?}");
+        assert!(
+            !out.exists() && !root.path().join("out.tmp").exists(),
+            "{all:?} left files"
+        );
+    }
+    // clap's refusal: the first line names it (its usage block follows).
+    let r = common::cli::grabd(["export", mkv, "--format", "dvd", "--out", o]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.lines().next().unwrap().contains("'dvd'"),
+        "{}",
+        r.stderr
+    );
+    std::fs::create_dir(root.path().join("out.tmp")).unwrap();
+    std::fs::write(root.path().join("out.tmp").join("0.png"), b"half").unwrap();
+    let r = common::cli::grabd([
+        "export",
+        mkv,
+        "--format",
+        "frames",
+        "--streams",
+        "imu",
+        "--out",
+        o,
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!root.path().join("out.tmp").exists());
+    assert!(!out.join("0.png").exists());
+    assert!(out.join("imu.csv").exists());
+    let r = common::cli::grabd(["export", mkv, "--format", "frames", "--out", o]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.one_line_error().contains("exists already"),
+        "{}",
+        r.stderr
+    );
+}
