@@ -357,6 +357,25 @@ fn euroc_export_loads_in_a_reader_of_the_format() {
         .map(|l| l.parse().unwrap())
         .collect();
     assert_eq!(times, packets);
+
+    // Kalibr's bagcreater layout holds the same images and rows; its camchain's
+    // T_cam_imu (IMU → camera) times EuRoC's T_BS (camera → IMU) is the identity.
+    let kalibr = &read["kalibr"];
+    assert_eq!(i64s(&kalibr["cams"]["cam0"]), packets);
+    assert_eq!(i64s(&kalibr["imus"]["imu0"]), i64s(&imu["t_ns"]));
+    let t_cam_imu: Vec<Vec<f64>> =
+        serde_json::from_value(kalibr["T_cam_imu"]["cam0"].clone()).unwrap();
+    for (i, row) in t_cam_imu.iter().enumerate() {
+        for j in 0..4 {
+            let product: f64 = (0..4).map(|k| row[k] * t_bs[k * 4 + j]).sum();
+            let identity = if i == j { 1.0 } else { 0.0 };
+            assert!(
+                (product - identity).abs() < 1e-12,
+                "T_cam_imu · T_BS [{i}][{j}] = {product}"
+            );
+        }
+    }
+    assert_eq!(kalibr["timeshift_cam_imu"]["cam0"], 0.003);
 }
 
 /// TUM RGB-D: rgb and depth PNGs per packet named by `%.6f` seconds, depth values equal

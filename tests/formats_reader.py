@@ -101,6 +101,36 @@ def euroc(root):
                 "a": [[float(v) for v in r[4:7]] for r in rows],
                 "T_BS": t_bs(os.path.join(folder, "sensor.yaml")),
             }
+    out["kalibr"] = kalibr(os.path.join(root, "kalibr"))
+    return out
+
+
+def kalibr(root):
+    """Kalibr's bagcreater layout: camN/<ns>.png, imuN.csv (first line skipped), and a
+    camchain.yaml whose T_cam_imu rows are block-style lists of 4 numbers."""
+    out = {"cams": {}, "imus": {}, "T_cam_imu": {}, "timeshift_cam_imu": {}}
+    for name in sorted(os.listdir(root)):
+        path = os.path.join(root, name)
+        if name.startswith("cam") and os.path.isdir(path):
+            out["cams"][name] = sorted(int(n[:-4]) for n in os.listdir(path) if n.endswith(".png"))
+        elif name.startswith("imu") and name.endswith(".csv"):
+            with open(path, encoding="ascii") as f:
+                f.readline()
+                out["imus"][name[:-4]] = [int(line.split(",")[0]) for line in f if line.strip()]
+    chain = os.path.join(root, "camchain.yaml")
+    if os.path.exists(chain):
+        cam = None
+        rows = []
+        for line in open(chain, encoding="utf-8"):
+            if re.match(r"^cam\d+:", line):
+                cam = line.split(":")[0]
+            elif line.strip().startswith("- [") and cam:
+                rows.append([float(v) for v in line.strip()[3:-1].split(",")])
+                if len(rows) == 4:
+                    out["T_cam_imu"][cam] = rows
+                    rows = []
+            elif line.strip().startswith("timeshift_cam_imu:") and cam:
+                out["timeshift_cam_imu"][cam] = float(line.split(":")[1])
     return out
 
 

@@ -8,6 +8,10 @@
 //! OUT/mav0/imu0/data.csv           #timestamp [ns],w_RS_S_x [rad s^-1],…,a_RS_S_z [m s^-2]
 //! OUT/mav0/imu0/sensor.yaml
 //! OUT/timestamps.txt               cam0's frame times in ns, one a line (ORB-SLAM3's times file)
+//! OUT/kalibr/camN/<t_ns>.png       the same images (hard links) in the layout of Kalibr's
+//! OUT/kalibr/imuN.csv              bagcreater (`kalibr_bagcreater --folder OUT/kalibr`)
+//! OUT/kalibr/camchain.yaml         Kalibr's camchain: T_cam_imu (IMU → camera) and
+//!                                  timeshift_cam_imu, for the cameras with intrinsics
 //! ```
 //!
 //! Cameras are numbered in file order, IMUs likewise; the body frame is the first IMU's.
@@ -108,7 +112,72 @@ pub fn write(
         };
         write_text(&folder.join("sensor.yaml"), &yaml)?;
     }
+    kalibr_view(&mav0, &out.join("kalibr"), &tracks)?;
     Ok(report)
+}
+
+/// The images and IMU rows again in the layout of Kalibr's bagcreater, as hard links
+/// (a copy where the file system has none), and Kalibr's camchain.
+fn kalibr_view(mav0: &Path, kalibr: &Path, tracks: &[Track]) -> Result<()> {
+    make_dir(kalibr)?;
+    let mut camchain = String::new();
+    let (mut cams, mut imus) = (0, 0);
+    for track in tracks {
+        if track.kind == TrackKind::Camera {
+            let name = format!("cam{cams}");
+            cams += 1;
+            let (from, to) = (mav0.join(&name).join("data"), kalibr.join(&name));
+            make_dir(&to)?;
+            let entries = std::fs::read_dir(&from).map_err(|e| Error::io("list", &from, e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| Error::io("list", &from, e))?;
+                link_or_copy(&entry.path(), &to.join(entry.file_name()))?;
+            }
+            camchain.push_str(&camchain_entry(&name, track));
+        } else {
+            let name = format!("imu{imus}");
+            imus += 1;
+            link_or_copy(
+                &mav0.join(&name).join("data.csv"),
+                &kalibr.join(format!("{name}.csv")),
+            )?;
+        }
+    }
+    if !camchain.is_empty() {
+        write_text(&kalibr.join("camchain.yaml"), &camchain)?;
+    }
+    Ok(())
+}
+
+fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
+    if std::fs::hard_link(from, to).is_err() {
+        std::fs::copy(from, to).map_err(|e| Error::io("copy", to, e))?;
+    }
+    Ok(())
+}
+
+/// One camera of Kalibr's camchain.yaml; nothing for a camera without intrinsics
+/// (Kalibr needs them).
+fn camchain_entry(name: &str, track: &Track) -> String {
+    let c = &track.calibration;
+    let Some(k) = c.intrinsics else {
+        return String::new();
+    };
+    let rows: Vec<String> = c
+        .t_cam_imu()
+        .iter()
+        .map(|r| format!("  - {}", list(r)))
+        .collect();
+    format!(
+        "{name}:\n  camera_model: pinhole\n  intrinsics: {}\n  distortion_model: {}\n  distortion_coeffs: {}\n  resolution: [{}, {}]\n  T_cam_imu:\n{}\n  timeshift_cam_imu: {:?}\n  rostopic: /{name}/image_raw\n",
+        list(&k),
+        c.distortion_model.map_or("none", |m| m.kalibr_name()),
+        list(&c.distortion_coeffs),
+        track.width,
+        track.height,
+        rows.join("\n"),
+        c.timeshift_cam_imu_s
+    )
 }
 
 struct EurocSink {
