@@ -9,7 +9,8 @@
 //!   ([`PwmBuzzer`]), or [`FakeOutput`].
 //! - [`Indicator`]: the LED and beep patterns, on a thread of their own so that a
 //!   pattern never delays the button or capture.
-//! - [`LineSpec`]: how a line is named in the config ("GPIO24", or chip + offset).
+//! - [`LineSpec`]: how a line is named in the config ("GPIO24", or chip + offset);
+//!   [`LineSpec::find`] says whether it exists ([`FoundLine`], for `grabd probe`).
 
 mod cdev;
 mod debounce;
@@ -76,6 +77,63 @@ impl LineSpec {
                 Ok((path, *offset))
             }
         }
+    }
+}
+
+/// Where a configured line is, and who holds it now (`grabd probe`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundLine {
+    pub chip: PathBuf,
+    pub offset: u32,
+    /// The consumer that holds the line (a kernel driver, another program), if any.
+    pub used_by: Option<String>,
+}
+
+impl LineSpec {
+    /// Whether the line exists: by name on any chip, or the chip has that offset.
+    /// Opens only the chip, never requests the line.
+    pub fn find(&self) -> Result<FoundLine, GpioError> {
+        let failed = |reason: String| GpioError::Failed {
+            line: self.to_string(),
+            reason,
+        };
+        let (chip, info) = match self {
+            LineSpec::Named(name) => {
+                let found = gpiocdev::find_named_line(name).ok_or_else(|| GpioError::NotFound {
+                    line: self.to_string(),
+                })?;
+                (found.chip, found.info)
+            }
+            LineSpec::Offset { .. } => {
+                let (path, offset) = self.locate()?;
+                let chip = gpiocdev::Chip::from_path(&path)
+                    .map_err(|e| failed(format!("{}: {e}", path.display())))?;
+                let lines = chip
+                    .info()
+                    .map_err(|e| failed(format!("{}: {e}", path.display())))?
+                    .num_lines;
+                if offset >= lines {
+                    return Err(failed(format!(
+                        "{} has {lines} lines, offsets 0 to {}",
+                        path.display(),
+                        lines.saturating_sub(1)
+                    )));
+                }
+                let info = chip
+                    .line_info(offset)
+                    .map_err(|e| failed(format!("{}: {e}", path.display())))?;
+                (path, info)
+            }
+        };
+        let used_by = info.used.then(|| match info.consumer.as_str() {
+            "" => "(unnamed consumer)".to_string(),
+            consumer => consumer.to_string(),
+        });
+        Ok(FoundLine {
+            chip,
+            offset: info.offset,
+            used_by,
+        })
     }
 }
 

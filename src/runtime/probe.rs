@@ -2,7 +2,8 @@
 //!
 //! Cameras (driver, bus, stable names, formats × sizes × rates), V4L2 M2M encoders with
 //! the reason any is rejected and the H.264 encoder the ladder picks, MPU-6050/6500
-//! IMUs found on the I2C buses, GPIO chips, storage (mount, file system, free space,
+//! IMUs found on the I2C buses, GPIO chips and whether the configured lines exist on
+//! them, storage (mount, file system, free space,
 //! the latency of a 1 MiB write + fsync), and the streams a recording would have.
 //! Nothing here opens a codec or starts streaming.
 
@@ -14,7 +15,8 @@ use serde::Serialize;
 use v4l::video::Capture;
 
 use crate::capture::{self, CameraInfo, H264Choice};
-use crate::config::{Config, SourceSpec};
+use crate::config::{Config, DeviceConfig, SourceSpec};
+use crate::gpio::{FoundLine, GpioError, LineSpec};
 use crate::recording::StreamConfig;
 
 #[derive(Debug, Serialize)]
@@ -24,6 +26,8 @@ pub struct ProbeReport {
     pub h264: H264Choice,
     pub imus: Vec<ImuFound>,
     pub gpio_chips: Vec<String>,
+    /// Each line the `[device]` section names, and whether it exists.
+    pub gpio_lines: Vec<GpioLine>,
     pub storage: Vec<Storage>,
     pub streams: Vec<StreamPlan>,
     pub can_record: bool,
@@ -82,6 +86,20 @@ pub struct Storage {
 }
 
 #[derive(Debug, Serialize)]
+pub struct GpioLine {
+    /// The setting that names it: button, green_led, red_led or buzzer.
+    pub role: &'static str,
+    /// As configured.
+    pub line: String,
+    pub chip: Option<PathBuf>,
+    pub offset: Option<u32>,
+    /// Who holds it now, when someone does (grabd's own service, a kernel driver).
+    pub used_by: Option<String>,
+    /// Why it cannot be used: it does not exist, or its chip cannot be read.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
 pub struct StreamPlan {
     pub name: String,
     pub kind: &'static str,
@@ -114,6 +132,7 @@ pub fn probe(config: &Config, dirs: &[PathBuf]) -> ProbeReport {
         .iter()
         .map(|spec| plan(spec, &cameras, &mut problems))
         .collect();
+    let gpio_lines = gpio_lines(&config.device, &LineSpec::find, &mut problems);
     let storage: Vec<Storage> = dirs.iter().map(|d| storage(d)).collect();
     for s in &storage {
         if let Some(e) = &s.error {
@@ -129,6 +148,7 @@ pub fn probe(config: &Config, dirs: &[PathBuf]) -> ProbeReport {
             .into_iter()
             .map(|p| p.display().to_string())
             .collect(),
+        gpio_lines,
         storage,
         streams,
         can_record: problems.is_empty(),
@@ -214,6 +234,46 @@ fn plan(
         codec,
         detail,
     }
+}
+
+/// Each GPIO line `device` names, looked up with `find` (a missing one is a problem
+/// naming the setting and the line: `grabd run` could not use it).
+fn gpio_lines(
+    device: &DeviceConfig,
+    find: &dyn Fn(&LineSpec) -> Result<FoundLine, GpioError>,
+    problems: &mut Vec<String>,
+) -> Vec<GpioLine> {
+    let configured = [
+        ("button", &device.button),
+        ("green_led", &device.green_led),
+        ("red_led", &device.red_led),
+        ("buzzer", &device.buzzer),
+    ];
+    configured
+        .into_iter()
+        .filter_map(|(role, spec)| Some((role, spec.as_ref()?)))
+        .map(|(role, spec)| match find(spec) {
+            Ok(found) => GpioLine {
+                role,
+                line: spec.to_string(),
+                chip: Some(found.chip),
+                offset: Some(found.offset),
+                used_by: found.used_by,
+                error: None,
+            },
+            Err(e) => {
+                problems.push(format!("device.{role}: {e}"));
+                GpioLine {
+                    role,
+                    line: spec.to_string(),
+                    chip: None,
+                    offset: None,
+                    used_by: None,
+                    error: Some(e.to_string()),
+                }
+            }
+        })
+        .collect()
 }
 
 fn numbered_nodes(dev: &Path, prefix: &str) -> Vec<PathBuf> {
@@ -421,6 +481,25 @@ impl ProbeReport {
             ));
         }
         line(format!("GPIO chips: {}", self.gpio_chips.join(" ")));
+        for l in &self.gpio_lines {
+            line(match (&l.chip, l.offset, &l.error) {
+                (Some(chip), Some(offset), _) => format!(
+                    "  {} {}: {}:{offset}{}",
+                    l.role,
+                    l.line,
+                    chip.display(),
+                    l.used_by
+                        .as_ref()
+                        .map_or(String::new(), |u| format!(", held by {u}"))
+                ),
+                (_, _, error) => format!(
+                    "  {} {}: {}",
+                    l.role,
+                    l.line,
+                    error.as_deref().unwrap_or("not found")
+                ),
+            });
+        }
         for s in &self.storage {
             line(format!(
                 "storage {}: mount {} ({}), free {} MiB, 1 MiB write+fsync {}",
@@ -447,5 +526,81 @@ impl ProbeReport {
             line(format!("can record: no: {}", self.problems.join("; ")));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpio::{FoundLine, GpioError, LineSpec};
+
+    /// A board with one chip whose lines are named BUTTON (held by the kernel's
+    /// gpio-keys) and GREEN; nothing else exists.
+    fn fake_board(spec: &LineSpec) -> Result<FoundLine, GpioError> {
+        let chip = PathBuf::from("/dev/gpiochip0");
+        match spec {
+            LineSpec::Named(n) if n == "BUTTON" => Ok(FoundLine {
+                chip,
+                offset: 0,
+                used_by: Some("gpio-keys".into()),
+            }),
+            LineSpec::Named(n) if n == "GREEN" => Ok(FoundLine {
+                chip,
+                offset: 1,
+                used_by: None,
+            }),
+            LineSpec::Offset { offset, .. } if *offset < 2 => Ok(FoundLine {
+                chip,
+                offset: *offset,
+                used_by: None,
+            }),
+            _ => Err(GpioError::NotFound {
+                line: spec.to_string(),
+            }),
+        }
+    }
+
+    /// Issue 15 item 6: probe says, per configured line, whether it exists (chip and
+    /// offset, and who holds it), and a missing one is a problem naming the setting
+    /// and the line.
+    #[test]
+    fn probe_reports_whether_each_configured_gpio_line_exists() {
+        let config = Config::from_toml(
+            "[device]\nbutton = \"BUTTON\"\ngreen_led = \"GREEN\"\nred_led = \"RED\"\n\
+             buzzer = { chip = \"gpiochip0\", offset = 7 }\n",
+            "t.toml",
+        )
+        .unwrap();
+        let mut problems = Vec::new();
+        let lines = gpio_lines(&config.device, &fake_board, &mut problems);
+        let roles: Vec<&str> = lines.iter().map(|l| l.role).collect();
+        assert_eq!(roles, ["button", "green_led", "red_led", "buzzer"]);
+        assert_eq!(lines[0].chip.as_deref(), Some(Path::new("/dev/gpiochip0")));
+        assert_eq!(lines[0].used_by.as_deref(), Some("gpio-keys"));
+        assert_eq!(
+            (lines[1].offset, lines[1].error.as_deref()),
+            (Some(1), None)
+        );
+        assert!(
+            lines[2].chip.is_none() && lines[2].error.is_some(),
+            "{:?}",
+            lines[2]
+        );
+        assert!(lines[3].error.is_some(), "{:?}", lines[3]);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0].contains("red_led") && problems[0].contains("RED"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].contains("buzzer") && problems[1].contains("gpiochip0:7"),
+            "{problems:?}"
+        );
+
+        // No [device] lines: nothing to check, nothing wrong.
+        let bare = Config::from_toml("", "t.toml").unwrap();
+        let mut none = Vec::new();
+        assert!(gpio_lines(&bare.device, &fake_board, &mut none).is_empty());
+        assert!(none.is_empty());
     }
 }
