@@ -15,6 +15,12 @@
  *                    first write and each write's actual offset from it in us, so
  *                    the host can check the edges were as planned (a bounce of 6
  *                    edges within 3 ms, a second press within the double-press window)
+ *   clk v4l2-button DEV NAME
+ *                    press the V4L2 button control called NAME of DEV (vivid's
+ *                    "Disconnect"); print CLOCK_REALTIME in microseconds just before
+ *                    and just after the VIDIOC_S_CTRL ("T0 T1"): the moment of the
+ *                    loss to within the ioctl, where a tool's start-up would add
+ *                    a second under TCG
  *
  * The host timestamps every "T" line as it arrives on the serial console and
  * takes min(host_arrival - guest_time) as the guest-to-host clock offset.
@@ -27,6 +33,7 @@
 #include <unistd.h>
 #include <sys/ioctl.h>
 #include <linux/dm-ioctl.h>
+#include <linux/videodev2.h>
 
 static long long now_us(clockid_t id)
 {
@@ -99,8 +106,42 @@ static int press(const char *label, const char *path, int ngaps, char **gaps)
 	return 0;
 }
 
+static int v4l2_button(const char *dev, const char *name)
+{
+	struct v4l2_queryctrl q;
+	int fd = open(dev, O_RDWR);
+
+	if (fd < 0) {
+		perror(dev);
+		return 1;
+	}
+	memset(&q, 0, sizeof(q));
+	q.id = V4L2_CTRL_FLAG_NEXT_CTRL;
+	while (ioctl(fd, VIDIOC_QUERYCTRL, &q) == 0) {
+		if (q.type == V4L2_CTRL_TYPE_BUTTON && strcmp((char *)q.name, name) == 0) {
+			struct v4l2_control c = { .id = q.id, .value = 1 };
+			long long t0 = now_us(CLOCK_REALTIME);
+			int rc = ioctl(fd, VIDIOC_S_CTRL, &c);
+			long long t1 = now_us(CLOCK_REALTIME);
+
+			if (rc < 0) {
+				perror("VIDIOC_S_CTRL");
+				return 1;
+			}
+			printf("%lld %lld\n", t0, t1);
+			close(fd);
+			return 0;
+		}
+		q.id |= V4L2_CTRL_FLAG_NEXT_CTRL;
+	}
+	fprintf(stderr, "%s: no button control named '%s'\n", dev, name);
+	return 1;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc >= 4 && strcmp(argv[1], "v4l2-button") == 0)
+		return v4l2_button(argv[2], argv[3]);
 	if (argc >= 4 && strcmp(argv[1], "press") == 0)
 		return press(argv[2], argv[3], argc - 4, argv + 4);
 	if (argc >= 2 && strcmp(argv[1], "now") == 0) {
@@ -139,6 +180,6 @@ int main(int argc, char **argv)
 			nanosleep(&d, NULL);
 		}
 	}
-	fprintf(stderr, "usage: clk now | clk uptime | clk tick MS | clk marks DEV MS | clk press LABEL FILE US...\n");
+	fprintf(stderr, "usage: clk now | clk uptime | clk tick MS | clk marks DEV MS | clk press LABEL FILE US... | clk v4l2-button DEV NAME\n");
 	return 2;
 }
