@@ -845,8 +845,8 @@ class Rig:
     # the first frame or sample in the same recording: seeing the loss, closing,
     # reopening (every 0.5 s: format, rate, STREAMON; the IMU's reset and setup) and
     # the first frame at 15 fps. Measured: camera 0.65 s, IMU 0.04 s on this machine at
-    # load 10; camera 3.87 s at load 17, where the guest's vivid missed more than half
-    # its frames (the guest ran at under half speed).
+    # load 10; camera 3.87 s with two host hogs at load 17, where the guest's vivid missed
+    # more than half its frames (the guest ran at under half speed).
     REJOIN_S = 5.0
     # A stream "throughout" has no gap longer than this. A starved guest's vivid thread
     # skips the frames it is late for (see v4l2-record; grabd's own drops are judged by
