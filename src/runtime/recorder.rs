@@ -141,7 +141,7 @@ pub fn record(
         }
         if last_space_check.elapsed() >= Duration::from_millis(500) {
             last_space_check = Instant::now();
-            match storage::free_bytes_of_both(spool, output) {
+            match storage::free_bytes_while_recording(spool, output) {
                 Ok(free) if guard.must_stop(free) => {
                     tracing::warn!(
                         free_mb = free >> 20,

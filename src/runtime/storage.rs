@@ -42,6 +42,21 @@ pub fn free_bytes_of_both(spool: &Path, output: &Path) -> Result<u64, StorageErr
     Ok(free_bytes(spool)?.min(free_bytes(output)?))
 }
 
+/// [`free_bytes_of_both`] while recording: both folders exist then (the preflight made
+/// them), so one that vanished (removed by hand, its card unmounted) is an error, not
+/// the free space of the folder above it.
+pub fn free_bytes_while_recording(spool: &Path, output: &Path) -> Result<u64, StorageError> {
+    for dir in [spool, output] {
+        if !dir.is_dir() {
+            return Err(StorageError::Unusable {
+                dir: dir.display().to_string(),
+                reason: "the folder is gone".into(),
+            });
+        }
+    }
+    free_bytes_of_both(spool, output)
+}
+
 /// Make the output folder again if it vanished while recording (removed by hand), so
 /// that the recording can still be finished into it, but only on the spool's own file
 /// system: a folder whose card was unmounted must not reappear on the root file system.
