@@ -4,7 +4,7 @@
 //!
 //! Map:
 //! - [`Format`]: what to write — [`euroc`] (ASL/EuRoC: ORB-SLAM3, Kalibr, OpenVINS,
-//!   basalt), [`tum`] (TUM RGB-D), [`frames`] (PNG per frame + CSV) and `mcap`.
+//!   basalt), [`tum`] (TUM RGB-D), [`frames`] (PNG per frame + CSV) and [`mcap`] (Foxglove).
 //! - [`Selection`]: `--start/--end` (media seconds) and `--streams`.
 //! - [`read`]: the read-back layer. [`read::Recording`] opens the file, names its tracks
 //!   (camera, depth camera, IMU) with their calibration, and plays the selection to a
@@ -19,6 +19,7 @@
 pub mod euroc;
 pub mod frames;
 pub mod images;
+pub mod mcap;
 pub mod read;
 pub mod tum;
 
@@ -217,11 +218,7 @@ pub fn export(
         Format::Euroc => euroc::write(&mut recording, selection, publish.dir(), progress),
         Format::Tum => tum::write(&mut recording, selection, publish.dir(), progress),
         Format::Frames => frames::write(&mut recording, selection, publish.dir(), progress),
-        Format::Mcap => Err(Error::CannotHold {
-            format,
-            stream: "*".into(),
-            why: "mcap export is not part of this build yet".into(),
-        }),
+        Format::Mcap => mcap::write(&mut recording, selection, publish.dir(), progress),
     };
     progress.done();
     match result {

@@ -48,6 +48,16 @@ pub trait Sink {
     fn frame(&mut self, track: &Track, t_us: i64, frame: &ffmpeg::frame::Video) -> Result<()>;
     /// IMU samples of `track`, in time order, each later than the ones before.
     fn imu(&mut self, track: &Track, samples: &[ImuSample]) -> Result<()>;
+    /// Whether the sink takes `track`'s packets as they are (a packet copy) rather than
+    /// decoded frames.
+    fn copies(&self, _track: &Track) -> bool {
+        false
+    }
+    /// A packet of a track the sink [`copies`](Sink::copies), in the selection, from
+    /// the first keyframe in it on.
+    fn packet(&mut self, _track: &Track, _packet: &ffmpeg::Packet) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A finished recording opened for export.
@@ -184,6 +194,7 @@ impl Recording {
         let mut decoders: Vec<Option<TrackDecoder>> = (0..count).map(|_| None).collect();
         let mut wanted: Vec<Option<Track>> = vec![None; count];
         let mut last_sample_us: Vec<Option<i64>> = vec![None; count];
+        let mut copying = vec![false; count];
         for track in tracks {
             let stream = self
                 .input
@@ -192,7 +203,7 @@ impl Recording {
                     path: path.clone(),
                     reason: format!("no track {}", track.index),
                 })?;
-            if matches!(track.kind, TrackKind::Camera | TrackKind::Depth) {
+            if matches!(track.kind, TrackKind::Camera | TrackKind::Depth) && !sink.copies(track) {
                 decoders[track.index] = Some(TrackDecoder::open(&stream, &path)?);
             }
             wanted[track.index] = Some(track.clone());
@@ -214,7 +225,14 @@ impl Recording {
             if pts_us.is_some_and(|t| t > end_us.saturating_add(1_000_000)) {
                 break;
             }
-            if let Some(decoder) = decoders[i].as_mut() {
+            if sink.copies(track) {
+                let in_selection = pts_us.is_some_and(|t| selection.contains(t));
+                // A copy starts at a keyframe, or nothing before the next one decodes.
+                copying[i] |= in_selection && packet.is_key();
+                if in_selection && copying[i] {
+                    sink.packet(track, &packet)?;
+                }
+            } else if let Some(decoder) = decoders[i].as_mut() {
                 decoder.send(Some(&packet), &path)?;
                 frames_out += decoder.receive(track, selection, time_bases[i], sink, &path)?;
             } else if track.kind == TrackKind::Imu {
