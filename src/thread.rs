@@ -10,7 +10,9 @@
 //!   detached;
 //! - carries a [`Heartbeat`]: the body calls [`Heartbeat::beat`] from its loop and the
 //!   spawner reads [`Heartbeat::since_last_beat`], so a watchdog pings only while every
-//!   thread still reports.
+//!   thread still reports;
+//! - and [`lower_priority`] lets a thread whose work may lag (video encoding, the
+//!   finalizer) yield the CPU to those that must run on time.
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -19,6 +21,45 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
+
+/// How many nice levels below the process's own priority video encoding runs (and a
+/// codec's worker threads, which inherit it): each level is about 1.25× less CPU under
+/// contention, so capture, the data streams and the part syncer, which need little but
+/// on time, get about 3× the share of an encoder. On a board short of CPU the encoders
+/// are what sheds frames (within the latency budget), not the sources or the fsyncs.
+pub const ENCODER_NICE: i32 = 5;
+
+/// How many nice levels below the process the finalizer runs: below the encoders too.
+/// Its work may lag without risk (the parts it consumes are durable on their own; a lag
+/// only leaves more to do at stop). When the CPU is not saturated this changes nothing.
+pub const FINALIZER_NICE: i32 = 10;
+
+/// Run the calling thread (and the threads it starts from now on) `levels` nice levels
+/// below the process. A thread may always lower its own priority; should the kernel
+/// still refuse (a seccomp filter), the thread runs on as it was, and that is logged.
+pub fn lower_priority(levels: i32) {
+    if let Err(e) = lower_own_priority(levels) {
+        tracing::warn!(error = %e, levels, "could not lower this thread's priority");
+    }
+}
+
+fn lower_own_priority(levels: i32) -> nix::Result<()> {
+    use nix::errno::Errno;
+    use nix::libc;
+    // On Linux the nice value belongs to each thread; PRIO_PROCESS with a thread id
+    // names just that thread.
+    let tid = nix::unistd::gettid().as_raw() as libc::id_t;
+    // getpriority may return -1 as a valid value: errno tells an error apart.
+    Errno::clear();
+    // SAFETY: getpriority takes plain integers and touches no memory.
+    let now = unsafe { libc::getpriority(libc::PRIO_PROCESS as _, tid) };
+    if now == -1 && Errno::last_raw() != 0 {
+        return Err(Errno::last());
+    }
+    let nice = (now + levels).min(19);
+    // SAFETY: setpriority takes plain integers and touches no memory.
+    Errno::result(unsafe { libc::setpriority(libc::PRIO_PROCESS as _, tid, nice) }).map(drop)
+}
 
 /// Linux keeps at most 15 bytes of a thread's name (`TASK_COMM_LEN` less the NUL).
 pub const MAX_NAME_LEN: usize = 15;

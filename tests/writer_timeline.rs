@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use common::*;
 use grabd::recording::probe::inspect;
 use grabd::recording::{StartChunkCallback, VideoStreamConfig, WriterOptions};
+use grabd::thread::{ENCODER_NICE, FINALIZER_NICE};
 
 const ALL: [&str; 3] = ["rgb", "depth", "imu"];
 
@@ -434,34 +435,92 @@ fn one_h264_encoder_serves_every_chunk_and_each_starts_on_a_forced_keyframe() {
     rig.assert_final_decodes(&[("rgb", frames)]);
 }
 
-/// The finalizer runs at a lower CPU priority than the encoder threads (it may lag;
-/// an encoder starved of CPU drops frames).
-#[test]
-fn finalizer_yields_the_cpu_to_the_encoders() {
-    let specs = vec![Spec::Video("prio_cam", rgb_config()), Spec::Data("imu")];
-    let mut rig = Rig::start("prio", specs, options(1000));
-    rig.push("prio_cam", T0, 0);
-    let nice_of = |comm: &str| -> Option<i64> {
-        std::fs::read_dir("/proc/self/task").ok()?.find_map(|task| {
-            let dir = task.ok()?.path();
-            let name = std::fs::read_to_string(dir.join("comm")).ok()?;
-            if name.trim_end() != comm {
-                return None;
-            }
-            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
-            // Fields after "(comm)": state is field 3, nice field 19.
-            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-            fields.get(16)?.parse().ok()
-        })
+/// Every thread of this process: (name, nice value), from /proc.
+fn threads_and_nice() -> Vec<(String, i32)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").expect("read /proc/self/task") {
+        let Ok(stat) = std::fs::read_to_string(task.expect("task entry").path().join("stat"))
+        else {
+            continue; // the thread ended meanwhile
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat[open + 1..close].to_owned();
+        // After ") ": state is field 3; nice is field 19 of stat(5).
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        let nice: i32 = fields[16].parse().expect("nice field");
+        out.push((name, nice));
+    }
+    out
+}
+
+fn own_nice() -> i32 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("stat");
+    let close = stat.rfind(')').expect(")");
+    stat[close + 2..]
+        .split(' ')
+        .nth(16)
+        .expect("nice")
+        .parse()
+        .expect("nice value")
+}
+
+/// What is wrong with the threads' priorities, if anything.
+fn check(threads: &[(String, i32)], base: i32) -> Result<(), String> {
+    let nice_of = |name: &str| -> Vec<i32> {
+        threads
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, nice)| *nice)
+            .collect()
     };
-    // Threads name themselves, and the finalizer lowers its priority, as they start.
-    wait_until(Duration::from_secs(5), || {
-        nice_of("finalize").is_some() && nice_of("enc-prio_cam").is_some()
+    let (encoder, finalizer) = (base + ENCODER_NICE, base + FINALIZER_NICE);
+    let rgb = nice_of("enc-rgb");
+    // The stream's thread and libx264's workers, which take the name (and priority) of
+    // the thread that opened the codec.
+    let want = [
+        (
+            "enc-rgb",
+            !rgb.is_empty() && rgb.iter().all(|&n| n == encoder),
+        ),
+        ("finalize", nice_of("finalize") == [finalizer]),
+        ("enc-imu", nice_of("enc-imu") == [base]),
+        ("part-sync", nice_of("part-sync") == [base]),
+    ];
+    match want.iter().find(|(_, ok)| !ok) {
+        None => Ok(()),
+        Some((name, _)) => Err(format!(
+            "{name}: want video encoding at nice {encoder}, the finalizer at {finalizer}, \
+             the rest at {base}; threads {threads:?}"
+        )),
+    }
+}
+
+/// The CPU is shared out by how late work may be: video encoding (and the codec's own
+/// worker threads) runs below the process's priority and the finalizer below that, so
+/// that on a board that cannot keep up capture, the data streams and the fsyncs still
+/// run on time and the encoders are what sheds.
+#[test]
+fn video_encoders_and_their_codec_threads_run_below_the_data_streams_and_the_syncer() {
+    let base = own_nice();
+    let mut rig = Rig::start("prio", rgb_and_imu_specs(threaded_rgb()), options(1000));
+    for i in 0..10 {
+        rig.push_all(&["rgb", "imu"], i);
+    }
+    // Each thread names itself and sets its priority as it starts: wait for that.
+    wait_until(Duration::from_secs(20), || {
+        check(&threads_and_nice(), base).is_ok()
     });
-    wait_until(Duration::from_secs(5), || nice_of("finalize") == Some(10));
-    assert_eq!(nice_of("finalize"), Some(10), "finalizer nice");
-    assert_eq!(nice_of("enc-prio_cam"), Some(0), "encoder nice");
-    rig.stop();
+    let result = check(&threads_and_nice(), base);
+    rig.stop_cleanly();
+    result.unwrap();
+    assert_eq!(own_nice(), base, "the caller's own priority is unchanged");
+}
+
+/// The test rgb stream with libx264 on two threads of its own.
+fn threaded_rgb() -> VideoStreamConfig {
+    rgb_config().with_option("threads", "2")
 }
 
 /// After a stall a source may deliver frames under 1 ms apart (a camera draining its

@@ -73,32 +73,6 @@ pub struct FinalizeReport {
     pub errors: Vec<String>,
 }
 
-/// How much lower than the encoders the finalizer runs (a nice value, 0..=19).
-const FINALIZER_NICE: i32 = 10;
-
-/// Lower this thread's CPU priority. The finalizer's work may lag without risk (the
-/// parts it consumes are durable on their own; a lag only leaves more to do at stop),
-/// while an encoder starved of CPU drops frames. When the CPU is not saturated this
-/// changes nothing.
-fn yield_cpu_to_encoders() {
-    let tid = nix::unistd::gettid().as_raw();
-    // SAFETY: setpriority only reads its integer arguments; on Linux PRIO_PROCESS with
-    // a thread id sets that thread's nice value. Raising it needs no privilege.
-    let ret = unsafe {
-        nix::libc::setpriority(
-            nix::libc::PRIO_PROCESS,
-            tid as nix::libc::id_t,
-            FINALIZER_NICE,
-        )
-    };
-    if ret != 0 {
-        tracing::warn!(
-            error = %std::io::Error::last_os_error(),
-            "could not lower the finalizer's priority"
-        );
-    }
-}
-
 /// Run until the job channel closes; then finish the final file, which has a track for
 /// each of the configured `streams`.
 pub fn run(
@@ -110,7 +84,7 @@ pub fn run(
     on_error: Option<ErrorCallback>,
     faults: &InjectedFaults,
 ) -> FinalizeReport {
-    yield_cpu_to_encoders();
+    crate::thread::lower_priority(crate::thread::FINALIZER_NICE);
     let mut report = FinalizeReport::default();
     let mut growing = Growing::default();
     // A final file must hold every chunk: after a failed merge it is left to the

@@ -524,6 +524,11 @@ impl ChunkedWriter {
                 }) as ExitSink
             };
             let handle = thread::spawn("enc", &slot.name, Some(panicked), move |heartbeat| {
+                if matches!(config, StreamConfig::Video(_)) {
+                    // Encoding video is the work that sheds when the board is short of
+                    // CPU; the sources and the data streams keep theirs.
+                    thread::lower_priority(thread::ENCODER_NICE);
+                }
                 stream_thread(
                     &shared, index, &name, &config, encoder, rx, &counters, heartbeat,
                 );
@@ -630,14 +635,20 @@ impl Drop for ChunkedWriter {
 
 /// Open every stream's encoder, side by side (a codec's initialisation can take tens of
 /// milliseconds): this is also the check of each config that only the codec can make.
-/// Each opens on a thread named like the stream's encoder thread, which the codec's own
-/// worker threads inherit.
+/// Each opens on a thread named like the stream's encoder thread, whose name and (for
+/// video, [`thread::ENCODER_NICE`]) priority the codec's own worker threads inherit.
 fn open_encoders(configs: &[(String, StreamConfig)], dir: &Path) -> Vec<Result<StreamEncoder>> {
     let opening: Vec<_> = configs
         .iter()
         .map(|(name, config)| {
             let config = config.clone();
-            thread::spawn("enc", name, None, move |_| StreamEncoder::new(&config))
+            thread::spawn("enc", name, None, move |_| {
+                if matches!(config, StreamConfig::Video(_)) {
+                    // The codec's worker threads start here and inherit this priority.
+                    thread::lower_priority(thread::ENCODER_NICE);
+                }
+                StreamEncoder::new(&config)
+            })
         })
         .collect();
     let deadline = Instant::now() + OPEN_ENCODER_DEADLINE;
