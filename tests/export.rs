@@ -13,8 +13,9 @@ use std::sync::OnceLock;
 use common::cli::{read_json, Rig};
 use grabd::recording::{Calibration, DistortionModel};
 
-/// 1 s chunks; a calibrated 160x100 rgb camera, an 80x50 depth camera in mm, a 200 Hz
-/// IMU batched with rgb.
+/// 1 s chunks; a calibrated 160x100 rgb camera (a keyframe every 10 frames), an 80x50
+/// depth camera in mm (every 40 frames: its keyframes lie before rgb's, see
+/// `start_key`), a 200 Hz IMU batched with rgb.
 const CONFIG: &str = r#"
 [recording]
 chunk_length_s = 1.0
@@ -29,7 +30,7 @@ codec = "libx264"
 bitrate = 300000
 input_pixel_format = "rgb24"
 output_pixel_format = "yuv420p"
-options = { preset = "ultrafast", bf = "0", g = "25" }
+options = { preset = "ultrafast", bf = "0", g = "10" }
 
 [stream.calibration]
 intrinsics = [150.0, 151.0, 80.5, 49.5]
@@ -49,6 +50,7 @@ codec = "ffv1"
 bitrate = 0
 input_pixel_format = "gray16le"
 output_pixel_format = "gray16le"
+options = { g = "40" }
 calibration = { depth_unit_mm = 1.0, intrinsics = [75.0, 75.0, 40.0, 25.0] }
 
 [[stream]]
@@ -566,4 +568,213 @@ fn export_refusals_are_one_line_and_leave_nothing() {
         "{}",
         r.stderr
     );
+}
+
+/// The media µs of the keyframes of track `name`.
+fn keyframes_us(mkv: &std::path::Path, name: &str) -> Vec<i64> {
+    let tracks = common::read_tracks(mkv);
+    let mut keys: Vec<i64> = common::track(&tracks, name)
+        .packets
+        .iter()
+        .filter(|p| p.key)
+        .map(|p| p.pts_us)
+        .collect();
+    keys.sort_unstable();
+    keys
+}
+
+/// A start for `--start` 0.1 s after an rgb keyframe `k` (returned with it) where the
+/// depth track's last keyframe before it is not the file's first but earlier than `k`
+/// (the export must begin at depth's keyframe, not at rgb's, the default stream's),
+/// with 0.5 s of the recording after `k`.
+fn start_key(mkv: &std::path::Path) -> (i64, i64) {
+    let depth_keys = keyframes_us(mkv, "depth");
+    let last = *packet_times_ns(mkv, "rgb").last().unwrap() / 1000 - origin_unix_us(mkv);
+    keyframes_us(mkv, "rgb")
+        .into_iter()
+        .filter(|&k| k + 500_000 <= last)
+        .find_map(|k| {
+            let start = k + 100_000;
+            let depth_key = depth_keys.iter().filter(|&&d| d <= start).max()?;
+            (0 < *depth_key && *depth_key < k).then_some((start, k))
+        })
+        .unwrap_or_else(|| panic!("no rgb keyframe after depth's: depth {depth_keys:?}"))
+}
+
+/// `--start` in the middle of a group of pictures and `--end`, for every format: the
+/// frames and samples of exactly that media interval (times of the MKV's packets and
+/// samples, depth values decoded from the whole file), none from before it and none
+/// missing after it, although the export seeks to the keyframes before the start
+/// rather than decoding the file from its beginning. MCAP's H.264 copy starts at the
+/// first keyframe in the interval.
+#[test]
+fn start_and_end_take_exactly_that_interval_in_every_format() {
+    let rec = recorded();
+    let origin_ns = origin_unix_us(&rec.mkv) * 1000;
+    let (start_us, key) = start_key(&rec.mkv);
+    let end_us = start_us + 400_000;
+    let media = |t_ns: i64| (t_ns - origin_ns) / 1000;
+    let inside = |t_ns: &i64| (start_us..end_us).contains(&media(*t_ns));
+    let rgb: Vec<i64> = packet_times_ns(&rec.mkv, "rgb")
+        .into_iter()
+        .filter(inside)
+        .collect();
+    let depth: Vec<(i64, String)> = depth_frames(&rec.mkv, "depth")
+        .into_iter()
+        .filter(|(t, _)| inside(t))
+        .collect();
+    let samples: Vec<Sample> = imu_samples(&rec.mkv)
+        .into_iter()
+        .filter(|s| inside(&s.t_ns))
+        .collect();
+    assert!(rgb.len() >= 8 && depth.len() >= 8 && samples.len() >= 60);
+    let (s, e) = (
+        format!("{}", start_us as f64 / 1e6),
+        format!("{}", end_us as f64 / 1e6),
+    );
+    let range = ["--start", s.as_str(), "--end", e.as_str()];
+    let csv_times = |path: PathBuf| -> Vec<i64> {
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split(',').next().unwrap().parse().unwrap())
+            .collect()
+    };
+
+    let (_root, out) = export("frames", &range);
+    assert_eq!(csv_times(out.join("rgb/frames.csv")), rgb, "frames rgb");
+    let depth_ns: Vec<i64> = depth.iter().map(|(t, _)| *t).collect();
+    assert_eq!(
+        csv_times(out.join("depth/frames.csv")),
+        depth_ns,
+        "frames depth"
+    );
+    let imu_ns: Vec<i64> = samples.iter().map(|s| s.t_ns).collect();
+    assert_eq!(csv_times(out.join("imu.csv")), imu_ns, "frames imu");
+
+    let (_root, out) = export("euroc", &range);
+    let read = python_read("euroc", &out);
+    assert_eq!(i64s(&read["cams"]["cam0"]["t_ns"]), rgb, "euroc cam0");
+    let imu = &read["imus"]["imu0"];
+    assert_samples_match(
+        "euroc imu0",
+        &i64s(&imu["t_ns"]),
+        &triples(&imu["w"]),
+        &triples(&imu["a"]),
+        &samples,
+    );
+
+    let (_root, out) = export("tum", &range);
+    let read = python_read("tum", &out);
+    let seconds = |ns: i64| format!("{}.{:06}", ns / 1_000_000_000, ns / 1000 % 1_000_000);
+    let want: Vec<String> = rgb.iter().map(|&t| seconds(t)).collect();
+    assert_eq!(read["rgb"], serde_json::json!(want), "tum rgb");
+    let got: Vec<(String, String)> = read["depth"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["t"].as_str().unwrap().to_owned(),
+                d["sha256_le16"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = depth
+        .iter()
+        .map(|(t, h)| (seconds(*t), h.clone()))
+        .collect();
+    assert_eq!(got, want, "tum depth: times and values");
+    assert_eq!(
+        read["accelerometer"].as_array().unwrap().len(),
+        samples.len()
+    );
+
+    // MCAP: from just before the keyframe, so the copy has a keyframe to start at.
+    let (start_us, end_us) = (key - 100_000, key + 400_000);
+    let (s, e) = (
+        format!("{}", start_us as f64 / 1e6),
+        format!("{}", end_us as f64 / 1e6),
+    );
+    let (_root, out) = export("mcap", &["--start", &s, "--end", &e]);
+    let stem = rec.mkv.file_stem().unwrap().to_string_lossy();
+    let bytes = std::fs::read(out.join(format!("{stem}.mcap"))).unwrap();
+    let mut topics: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+    for message in mcap::MessageStream::new(&bytes).unwrap() {
+        let message = message.unwrap();
+        topics
+            .entry(message.channel.topic.clone())
+            .or_default()
+            .push(message.log_time as i64);
+    }
+    let inside = |t_ns: &i64| (start_us..end_us).contains(&media(*t_ns));
+    let video: Vec<i64> = packet_times_ns(&rec.mkv, "rgb")
+        .into_iter()
+        .filter(|t| inside(t) && media(*t) >= key)
+        .collect();
+    assert!(video.len() >= 8);
+    assert_eq!(topics["/rgb/video"], video, "mcap video");
+    let depth: Vec<i64> = depth_frames(&rec.mkv, "depth")
+        .into_iter()
+        .map(|(t, _)| t)
+        .filter(inside)
+        .collect();
+    assert_eq!(topics["/depth/depth"], depth, "mcap depth");
+    let imu: Vec<i64> = imu_samples(&rec.mkv)
+        .into_iter()
+        .map(|s| s.t_ns)
+        .filter(inside)
+        .collect();
+    assert_eq!(topics["/imu"], imu, "mcap imu");
+}
+
+/// With `--start`, reading begins at the keyframes before it: the first packet read is
+/// near the earliest of the video tracks' keyframes at or before the start (not the
+/// file's first), and the packets before it are never read.
+#[test]
+fn start_seeks_instead_of_reading_from_the_beginning() {
+    use grabd::export::read::{Recording, Sink, Track};
+    use grabd::export::{Progress, Selection};
+    struct Count(u64);
+    impl Sink for Count {
+        fn frame(
+            &mut self,
+            _: &Track,
+            _: i64,
+            _: &ffmpeg_next::frame::Video,
+        ) -> grabd::export::Result<()> {
+            self.0 += 1;
+            Ok(())
+        }
+        fn imu(&mut self, _: &Track, _: &[grabd::sensors::ImuSample]) -> grabd::export::Result<()> {
+            Ok(())
+        }
+    }
+    let rec = recorded();
+    let (start_us, _) = start_key(&rec.mkv);
+    let before = |keys: Vec<i64>| keys.into_iter().filter(|&k| k <= start_us).max().unwrap();
+    let seek_point =
+        before(keyframes_us(&rec.mkv, "rgb")).min(before(keyframes_us(&rec.mkv, "depth")));
+    assert!(seek_point > 0, "keyframes {seek_point}");
+    let all: usize = common::read_tracks(&rec.mkv)
+        .iter()
+        .map(|t| t.packets.len())
+        .sum();
+
+    let mut recording = Recording::open(&rec.mkv).unwrap();
+    let tracks = recording.tracks.clone();
+    let selection = Selection::from_seconds(Some(start_us as f64 / 1e6), None, None).unwrap();
+    let mut sink = Count(0);
+    let played = recording
+        .play(&tracks, &selection, &mut sink, &mut Progress::hidden())
+        .unwrap();
+    let first = played.first_packet_us.expect("packets read");
+    // The cluster holding the keyframe may begin with IMU packets a little before it.
+    assert!(
+        first > 0 && first >= seek_point - 300_000,
+        "first packet read at {first} µs; the keyframe to seek to is at {seek_point} µs"
+    );
+    assert!((played.packets_read as usize) < all, "{played:?} of {all}");
+    assert!(sink.0 > 0);
 }

@@ -181,14 +181,15 @@ impl Recording {
     }
 
     /// Play the frames and samples of `tracks` that lie in `selection` to `sink`, in
-    /// file order. Video is decoded with libav's frame threads on every core.
+    /// file order. Video is decoded with libav's frame threads on every core. With a
+    /// `--start`, reading begins at the keyframes before it ([`Self::seek_before`]).
     pub fn play(
         &mut self,
         tracks: &[Track],
         selection: &Selection,
         sink: &mut dyn Sink,
         progress: &mut Progress,
-    ) -> Result<()> {
+    ) -> Result<Played> {
         let path = self.path.clone();
         let count = self.input.streams().count();
         let mut decoders: Vec<Option<TrackDecoder>> = (0..count).map(|_| None).collect();
@@ -210,12 +211,23 @@ impl Recording {
         }
         let end_us = selection.end_us.unwrap_or(i64::MAX);
         let start_us = selection.start_us.unwrap_or(0);
+        if selection.start_us.is_some() {
+            self.seek_before(tracks, start_us)?;
+        }
         progress.set_total_us(end_us.min(self.duration_us.max(1)) - start_us);
         let mut frames_out = 0u64;
+        let mut played = Played::default();
         let time_bases: Vec<ffmpeg::Rational> =
             self.input.streams().map(|s| s.time_base()).collect();
         while let Some(packet) = read_packet(&mut self.input, &path, false)? {
             let i = packet.stream();
+            played.packets_read += 1;
+            if played.first_packet_us.is_none() {
+                played.first_packet_us = packet
+                    .pts()
+                    .or(packet.dts())
+                    .map(|p| rescale(p, time_bases[i], MICROS));
+            }
             let Some(track) = wanted.get(i).and_then(Option::as_ref) else {
                 continue;
             };
@@ -275,8 +287,130 @@ impl Recording {
                 decoder.receive(track, selection, time_bases[i], sink, &path)?;
             }
         }
+        Ok(played)
+    }
+
+    /// Before playing from `start_us`, seek to the keyframe at or before it of each
+    /// video track of `tracks` (of every video track in the file when `tracks` has
+    /// none: an IMU's packets follow the video's in file order), the earliest of them,
+    /// so that every decoder starts at a keyframe and an export of the end of a long
+    /// recording does not read (and decode) the rest. The file's index (Matroska's
+    /// cues) says where the keyframes are; when a track has no keyframe there at or
+    /// before `start_us` (or the file has no index), it is read from its beginning.
+    fn seek_before(&mut self, tracks: &[Track], start_us: i64) -> Result<()> {
+        let is_video = |t: &&Track| matches!(t.kind, TrackKind::Camera | TrackKind::Depth);
+        let selected: Vec<usize> = tracks.iter().filter(is_video).map(|t| t.index).collect();
+        let anchors = if selected.is_empty() {
+            self.tracks
+                .iter()
+                .filter(is_video)
+                .map(|t| t.index)
+                .collect()
+        } else {
+            selected
+        };
+        // Matroska's demuxer reads the cues (at the file's end) only when first asked
+        // to seek: seek once on the default stream, which also leaves the file where
+        // it should be read from if the finer seek below finds no keyframe.
+        // SAFETY: the input context is open; stream -1 takes AV_TIME_BASE (µs).
+        let ret = unsafe {
+            ffmpeg::ffi::av_seek_frame(
+                self.input.as_mut_ptr(),
+                -1,
+                start_us,
+                ffmpeg::ffi::AVSEEK_FLAG_BACKWARD,
+            )
+        };
+        if ret < 0 {
+            // No index to seek by: read from the beginning.
+            return self.seek_to_beginning();
+        }
+        // (media µs, stream, timestamp in the stream's time base) of the earliest.
+        let mut earliest: Option<(i64, usize, i64)> = None;
+        for index in anchors {
+            let Some(stream) = self.input.stream(index) else {
+                return self.seek_to_beginning();
+            };
+            let tb = stream.time_base();
+            if tb.numerator() <= 0 || tb.denominator() <= 0 {
+                return self.seek_to_beginning();
+            }
+            // start_us in the stream's time base, rounded down (never past start).
+            let ts = i128::from(start_us) * i128::from(tb.denominator())
+                / (i128::from(tb.numerator()) * 1_000_000);
+            let ts = i64::try_from(ts).unwrap_or(i64::MAX);
+            // SAFETY: the stream pointer is valid while `self.input` lives; the entry
+            // returned (or null) points into the stream's own index, read at once and
+            // before any call that could change the index.
+            let keyframe = unsafe {
+                let entry = ffmpeg::ffi::avformat_index_get_entry_from_timestamp(
+                    stream.as_ptr() as *mut _,
+                    ts,
+                    ffmpeg::ffi::AVSEEK_FLAG_BACKWARD,
+                );
+                entry.as_ref().map(|e| e.timestamp)
+            };
+            let Some(keyframe) = keyframe else {
+                return self.seek_to_beginning();
+            };
+            let at_us = rescale(keyframe, tb, MICROS);
+            if earliest.map_or(true, |(us, ..)| at_us < us) {
+                earliest = Some((at_us, index, keyframe));
+            }
+        }
+        let Some((at_us, index, ts)) = earliest else {
+            return self.seek_to_beginning();
+        };
+        let stream = i32::try_from(index).unwrap_or(i32::MAX);
+        // SAFETY: the input context is open; av_seek_frame takes a stream index of it
+        // and a timestamp in that stream's time base.
+        let ret = unsafe {
+            ffmpeg::ffi::av_seek_frame(
+                self.input.as_mut_ptr(),
+                stream,
+                ts,
+                ffmpeg::ffi::AVSEEK_FLAG_BACKWARD,
+            )
+        };
+        if ret < 0 {
+            return Err(Error::BadFile {
+                path: self.path.clone(),
+                reason: format!(
+                    "seek to the keyframe at {at_us} µs before --start: {}",
+                    ffmpeg::Error::from(ret)
+                ),
+            });
+        }
+        tracing::debug!(start_us, keyframe_us = at_us, "export: seeked");
         Ok(())
     }
+
+    /// Read from the file's first packet again (after a seek that found no keyframe).
+    fn seek_to_beginning(&mut self) -> Result<()> {
+        // SAFETY: the input context is open; stream -1 takes AV_TIME_BASE (µs).
+        let ret = unsafe {
+            ffmpeg::ffi::avformat_seek_file(self.input.as_mut_ptr(), -1, i64::MIN, 0, 0, 0)
+        };
+        if ret < 0 {
+            return Err(Error::BadFile {
+                path: self.path.clone(),
+                reason: format!(
+                    "seek to the beginning for --start: {}",
+                    ffmpeg::Error::from(ret)
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What [`Recording::play`] read of the file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Played {
+    /// Packets read, of every track.
+    pub packets_read: u64,
+    /// Media time of the first packet read (after the seek for `--start`).
+    pub first_packet_us: Option<i64>,
 }
 
 /// A video decoder on every core (frame threads; slice threads for codecs that only
