@@ -236,12 +236,12 @@ impl McapSink {
         self.put(channel, t_us, &bytes)
     }
 
-    fn video_message(&mut self, track: &Track, t_us: i64, annexb: &[u8]) -> Result<()> {
+    fn video_message(&mut self, track: &Track, t_us: i64, annexb: Vec<u8>) -> Result<()> {
         self.calibration(track, t_us)?;
         let message = CompressedVideo {
             timestamp: Some(self.timestamp(t_us)),
             frame_id: track.name.clone(),
-            data: annexb.to_vec().into(),
+            data: annexb.into(),
             format: "h264".into(),
         };
         let bytes = self.encode(&message)?;
@@ -258,7 +258,7 @@ impl McapSink {
         };
         let out = filter.filter(None, &self.path)?;
         for (t_us, bytes) in out {
-            self.video_message(track, t_us, &bytes)?;
+            self.video_message(track, t_us, bytes)?;
         }
         Ok(())
     }
@@ -275,7 +275,7 @@ impl Sink for McapSink {
         };
         let out = filter.filter(Some(packet), &self.path)?;
         for (t_us, bytes) in out {
-            self.video_message(track, t_us, &bytes)?;
+            self.video_message(track, t_us, bytes)?;
         }
         Ok(())
     }
