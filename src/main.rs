@@ -76,7 +76,7 @@ enum Command {
         socket: PathBuf,
     },
     /// Export a finished recording for SLAM and calibration tools: `euroc` (ORB-SLAM3,
-    /// Kalibr, OpenVINS, basalt), `tum` (TUM RGB-D), `frames` (PNG per frame + CSV) or
+    /// Kalibr, OpenVINS, basalt), `tum` (TUM RGB-D), `frames` (PNG/JPEG per frame + CSV) or
     /// `mcap` (Foxglove), into a new folder (written as OUT.tmp, renamed when complete).
     Export {
         file: PathBuf,
@@ -94,6 +94,10 @@ enum Command {
         /// Streams to export, comma-separated (default: every one the format holds).
         #[arg(long, value_delimiter = ',')]
         streams: Option<Vec<String>>,
+        /// The cameras' images of `frames`: png, or jpeg (smaller, lossy; depth stays
+        /// 16-bit PNG). The other formats take PNG only.
+        #[arg(long, default_value = "png", value_parser = clap::builder::PossibleValuesParser::new(grabd::export::ImageFormat::NAMES))]
+        image_format: String,
     },
     /// List cameras, M2M encoders, IMUs, GPIO chips and storage, and what the config
     /// would record; exit 0 when it can record, 1 when it cannot.
@@ -361,12 +365,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             start,
             end,
             streams,
+            image_format,
         } => {
             let format: grabd::export::Format = format.parse().map_err(anyhow::Error::msg)?;
+            let image: grabd::export::ImageFormat =
+                image_format.parse().map_err(anyhow::Error::msg)?;
             let selection = grabd::export::Selection::from_seconds(start, end, streams)?;
             let mut progress = grabd::export::Progress::on_terminal();
-            let report = grabd::export::export(&file, format, &out, &selection, &mut progress)
-                .with_context(|| format!("export {}", file.display()))?;
+            let report =
+                grabd::export::export(&file, format, image, &out, &selection, &mut progress)
+                    .with_context(|| format!("export {}", file.display()))?;
             for stream in &report.skipped {
                 eprintln!("grabd: {format} has no place for stream {stream:?}: left out");
             }

@@ -257,11 +257,16 @@ fn export(format: &str, extra: &[&str]) -> (tempfile::TempDir, PathBuf) {
 
 /// What `tests/formats_reader.py` (Debian's python3 with numpy and Pillow) read.
 fn python_read(format: &str, dir: &std::path::Path) -> serde_json::Value {
+    python_read_with(format, &[dir])
+}
+
+/// [`python_read`] with more folders (a reference export for `frames`).
+fn python_read_with(format: &str, dirs: &[&std::path::Path]) -> serde_json::Value {
     let reader = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/formats_reader.py");
     let out = std::process::Command::new("/usr/bin/python3")
         .arg(reader)
         .arg(format)
-        .arg(dir)
+        .args(dirs)
         .output()
         .expect("run /usr/bin/python3 (scripts/deps installs python3-numpy python3-pil)");
     assert!(
@@ -777,4 +782,62 @@ fn start_seeks_instead_of_reading_from_the_beginning() {
     );
     assert!((played.packets_read as usize) < all, "{played:?} of {all}");
     assert!(sink.0 > 0);
+}
+
+/// frames `--image-format jpeg`: a JPEG (libavcodec's mjpeg) per camera frame, named by
+/// its time, that Pillow reads back at the camera's size and whose pixels are those of
+/// the PNG export within JPEG's loss (a wrong plane layout or colour range is far off);
+/// depth stays 16-bit PNG (JPEG has no 16-bit samples). The formats that need PNG
+/// refuse JPEG in one line.
+#[test]
+fn frames_export_writes_jpeg_when_asked() {
+    let rec = recorded();
+    let (_root, png) = export("frames", &[]);
+    let (_root, jpeg) = export("frames", &["--image-format", "jpeg"]);
+    let read = python_read_with("frames", &[&jpeg, &png]);
+    let rgb = &read["rgb"];
+    let packets = packet_times_ns(&rec.mkv, "rgb");
+    assert_eq!(i64s(&rgb["t_ns"]), packets);
+    assert_eq!(rgb["files"], packets.len());
+    assert_eq!(rgb["extensions"], serde_json::json!([".jpg"]));
+    assert_eq!(rgb["formats"], serde_json::json!(["JPEG"]));
+    assert_eq!(rgb["modes"], serde_json::json!(["RGB"]));
+    assert_eq!(rgb["sizes"], serde_json::json!([[160, 100]]));
+    // ffmpeg's own `-q:v 2` JPEGs of this file are 4.1 levels from the PNGs (4:2:0
+    // chroma at the colour bars' edges); limited-range samples taken for full range
+    // would be 17.7 off, swapped or shifted planes 50 and more.
+    let diff = rgb["max_mean_abs_diff"].as_f64().unwrap();
+    assert!(
+        diff < 8.0,
+        "JPEG differs from PNG by {diff} levels on average"
+    );
+    let depth = &read["depth"];
+    assert_eq!(i64s(&depth["t_ns"]), packet_times_ns(&rec.mkv, "depth"));
+    assert_eq!(depth["formats"], serde_json::json!(["PNG"]));
+    // Pillow names a 16-bit grey PNG I;16, or I once loaded.
+    let modes = &depth["modes"];
+    assert!(
+        *modes == serde_json::json!(["I;16"]) || *modes == serde_json::json!(["I"]),
+        "{modes}"
+    );
+
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("out");
+    let r = common::cli::grabd([
+        "export".as_ref(),
+        rec.mkv.as_os_str(),
+        "--format".as_ref(),
+        "euroc".as_ref(),
+        "--image-format".as_ref(),
+        "jpeg".as_ref(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.one_line_error().contains("--image-format jpeg"),
+        "{}",
+        r.stderr
+    );
+    assert!(!out.exists() && !root.path().join("out.tmp").exists());
 }

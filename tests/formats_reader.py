@@ -3,6 +3,7 @@
 descriptions (not from grabd's code), for tests/export.rs.
 
     formats_reader.py euroc DIR   |   formats_reader.py tum DIR
+    formats_reader.py frames DIR [REFERENCE_DIR]
 
 Prints one JSON object of what it read. It fails (exit 1, message on stderr) on
 anything a loader of the format would trip over: a missing header, an image that is
@@ -186,9 +187,55 @@ def tum(root):
     }
 
 
+def frames(root, reference=None):
+    """grabd's plain frames: <stream>/frames.csv ("#timestamp [ns],media_time [us],
+    filename") and the images it names. With a reference folder (another export of the
+    same frames), the mean absolute difference of each image from the reference image
+    of the same time, in 8-bit RGB levels."""
+    out = {}
+    for name in sorted(os.listdir(root)):
+        csv = os.path.join(root, name, "frames.csv")
+        if not os.path.exists(csv):
+            continue
+        times, formats, modes, sizes, names, diffs = [], set(), set(), set(), [], []
+        for t, _media, filename in data_lines(csv):
+            if os.path.splitext(filename)[0] != t:
+                fail(f"{csv}: file {filename} is not named by its time {t}")
+            image = Image.open(os.path.join(root, name, filename))
+            image.load()
+            formats.add(image.format)
+            modes.add(image.mode)
+            sizes.add(image.size)
+            times.append(int(t))
+            names.append(filename)
+            if reference is not None and image.mode == "RGB":
+                ref_dir = os.path.join(reference, name)
+                ref = [n for n in os.listdir(ref_dir) if os.path.splitext(n)[0] == t]
+                if len(ref) != 1:
+                    fail(f"no reference image at {t} in {ref_dir}")
+                ref_image = Image.open(os.path.join(ref_dir, ref[0])).convert("RGB")
+                a = np.asarray(image, dtype=np.int16)
+                b = np.asarray(ref_image, dtype=np.int16)
+                diffs.append(float(np.abs(a - b).mean()))
+        files = [n for n in os.listdir(os.path.join(root, name)) if n != "frames.csv"]
+        out[name] = {
+            "t_ns": times,
+            "files": len(files),
+            "extensions": sorted({os.path.splitext(n)[1] for n in names}),
+            "formats": sorted(formats),
+            "modes": sorted(modes),
+            "sizes": sorted(list(s) for s in sizes),
+            "max_mean_abs_diff": max(diffs) if diffs else None,
+        }
+    return out
+
+
 def main():
-    if len(sys.argv) != 3 or sys.argv[1] not in ("euroc", "tum"):
-        fail("usage: formats_reader.py euroc|tum DIR")
+    if len(sys.argv) not in (3, 4) or sys.argv[1] not in ("euroc", "tum", "frames"):
+        fail("usage: formats_reader.py euroc|tum DIR | frames DIR [REFERENCE_DIR]")
+    if sys.argv[1] == "frames":
+        print(json.dumps(frames(*sys.argv[2:])))
+        return
     read = euroc if sys.argv[1] == "euroc" else tum
     print(json.dumps(read(sys.argv[2])))
 

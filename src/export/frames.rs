@@ -1,8 +1,10 @@
 //! Plain frames, for anything else:
 //!
 //! ```text
-//! OUT/<stream>/<t_ns>.png     a camera as 8-bit RGB, a depth camera as 16-bit grey (the
-//!                             recorded values, in its calibration's depth unit)
+//! OUT/<stream>/<t_ns>.png     a camera as 8-bit RGB (or <t_ns>.jpg with
+//!                             --image-format jpeg), a depth camera as 16-bit grey PNG
+//!                             (the recorded values, in its calibration's depth unit;
+//!                             JPEG has no 16-bit samples, so depth stays PNG)
 //! OUT/<stream>/frames.csv     #timestamp [ns],media_time [us],filename
 //! OUT/<imu>.csv               #timestamp [ns],media_time [us],w_x..w_z [rad s^-1],
 //!                             a_x..a_z [m s^-2],temp [C]
@@ -13,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::images::Layout;
+use super::images::{ImageFormat, Layout};
 use super::read::{Recording, Sink, Track, TrackKind};
 use super::{
     make_dir, streams_for, Error, Format, ImageTracks, Progress, Report, Result, Selection,
@@ -26,6 +28,7 @@ const IMU_HEADER: &str = "#timestamp [ns],media_time [us],w_x [rad s^-1],w_y [ra
 pub fn write(
     recording: &mut Recording,
     selection: &Selection,
+    image: ImageFormat,
     out: &Path,
     progress: &mut Progress,
 ) -> Result<Report> {
@@ -45,6 +48,7 @@ pub fn write(
     }
     let mut sink = FramesSink {
         out: out.to_owned(),
+        image,
         origin_unix_us: recording.origin_unix_us,
         csv: BTreeMap::new(),
         images: ImageTracks::start()?,
@@ -84,6 +88,7 @@ pub fn write(
 
 struct FramesSink {
     out: PathBuf,
+    image: ImageFormat,
     origin_unix_us: i64,
     csv: BTreeMap<usize, TextFile>,
     images: ImageTracks,
@@ -101,12 +106,12 @@ impl FramesSink {
 impl Sink for FramesSink {
     fn frame(&mut self, track: &Track, t_us: i64, frame: &ffmpeg_next::frame::Video) -> Result<()> {
         let t_ns = (self.origin_unix_us + t_us) * 1000;
-        let name = format!("{t_ns}.png");
-        let layout = if track.kind == TrackKind::Depth {
-            Layout::Gray16
-        } else {
-            Layout::Rgb8
+        let (layout, image) = match (track.kind, self.image) {
+            (TrackKind::Depth, _) => (Layout::Gray16, ImageFormat::Png),
+            (_, ImageFormat::Png) => (Layout::Rgb8, ImageFormat::Png),
+            (_, ImageFormat::Jpeg) => (Layout::Yuv420Jpeg, ImageFormat::Jpeg),
         };
+        let name = format!("{t_ns}.{}", image.extension());
         let path = self.out.join(&track.name).join(&name);
         if self.images.write(track, t_us, frame, layout, path)? {
             self.csv(track)?.write(&format!("{t_ns},{t_us},{name}\n"))?;

@@ -31,6 +31,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use crate::recording::{self, durable};
+pub use images::ImageFormat;
 
 /// What `grabd export` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,8 +111,11 @@ pub enum Error {
         path: PathBuf,
         cause: std::io::Error,
     },
-    #[error("png {path}: {reason}")]
-    Png { path: PathBuf, reason: String },
+    #[error("image {path}: {reason}")]
+    Image { path: PathBuf, reason: String },
+    /// `--image-format` asked for images the format does not take.
+    #[error("--image-format {image}: {format} writes PNG only (JPEG is for --format frames)")]
+    ImageFormat { format: Format, image: &'static str },
     #[error("export thread {0} panicked")]
     Worker(String),
 }
@@ -203,21 +207,29 @@ pub struct Report {
     pub skipped: Vec<String>,
 }
 
-/// Export `file` as `format` into `out` (a folder that must not exist yet).
+/// Export `file` as `format` into `out` (a folder that must not exist yet), the
+/// images of `frames` as `image` (the other formats take PNG only).
 pub fn export(
     file: &Path,
     format: Format,
+    image: ImageFormat,
     out: &Path,
     selection: &Selection,
     progress: &mut Progress,
 ) -> Result<Report> {
+    if image != ImageFormat::Png && !matches!(format, Format::Frames) {
+        return Err(Error::ImageFormat {
+            format,
+            image: image.name(),
+        });
+    }
     let mut recording = read::Recording::open(file)?;
     recording.check_selection(selection)?;
     let publish = Publish::begin(out)?;
     let result = match format {
         Format::Euroc => euroc::write(&mut recording, selection, publish.dir(), progress),
         Format::Tum => tum::write(&mut recording, selection, publish.dir(), progress),
-        Format::Frames => frames::write(&mut recording, selection, publish.dir(), progress),
+        Format::Frames => frames::write(&mut recording, selection, image, publish.dir(), progress),
         Format::Mcap => mcap::write(&mut recording, selection, publish.dir(), progress),
     };
     progress.done();
@@ -421,10 +433,10 @@ pub(crate) fn seconds_6(unix_us: i64) -> String {
 }
 
 /// The images of the video tracks of an export: converted on the reading thread,
-/// encoded and written by the [`images::PngPool`], each frame only if later than the
+/// encoded and written by the [`images::ImagePool`], each frame only if later than the
 /// one before in its track (file names are times, so they never collide).
 pub(crate) struct ImageTracks {
-    pool: images::PngPool,
+    pool: images::ImagePool,
     converters: BTreeMap<usize, images::Converter>,
     last_us: BTreeMap<usize, i64>,
     pub(crate) frames: BTreeMap<String, u64>,
@@ -433,14 +445,15 @@ pub(crate) struct ImageTracks {
 impl ImageTracks {
     pub(crate) fn start() -> Result<ImageTracks> {
         Ok(ImageTracks {
-            pool: images::PngPool::start()?,
+            pool: images::ImagePool::start()?,
             converters: BTreeMap::new(),
             last_us: BTreeMap::new(),
             frames: BTreeMap::new(),
         })
     }
 
-    /// Queue `frame` of `track` at `t_us` as a PNG of `layout` at `path`; false when it
+    /// Queue `frame` of `track` at `t_us` as an image of `layout` at `path` (JPEG for
+    /// [`images::Layout::Yuv420Jpeg`], PNG for the others); false when it
     /// is not later than the track's frame before (then nothing is written).
     pub(crate) fn write(
         &mut self,
