@@ -360,6 +360,38 @@ fn final_file_grows_while_a_stream_is_dead_from_power_on() {
     assert_eq!(decoded, [("rgb", 100), ("depth", 100)], "{v}");
 }
 
+/// A camera that starts after the first chunk (a USB webcam that takes a second to
+/// stream): the final file opens with the first chunk, its H.264 track declared from
+/// the encoder before any packet of it. Every rgb frame must still be in the final file
+/// and decode: a track declared with the encoder's Annex B extradata made the muxer
+/// re-parse the chunks' length-prefixed packets as Annex B (found under QEMU with two
+/// vivid webcams: packets lost, none decodable).
+#[test]
+fn a_video_stream_that_starts_after_the_first_chunk_decodes_in_the_final_file() {
+    let hevc = VideoStreamConfig::new(64, 48, 25.0)
+        .and_then(|c| c.with_codec("libx265", "rgb24", "yuv420p"))
+        .expect("libx265 config")
+        .with_option("preset", "ultrafast");
+    for (name, rgb) in [("late_h264", rgb_config()), ("late_hevc", hevc)] {
+        let specs = vec![
+            Spec::Video("rgb", rgb),
+            Spec::Video("depth", depth_config()),
+            Spec::Data("imu"),
+        ];
+        let mut rig = Rig::start(name, specs, options(1000));
+        // depth and imu from 0 s, rgb only from 1.6 s (frame 40): chunk 0 holds no rgb.
+        for i in 0..100 {
+            let names: &[&'static str] = if i < 40 { &["depth", "imu"] } else { &ALL };
+            rig.push_all(names, i);
+        }
+        rig.stop_cleanly();
+        let counts = ffprobe_packet_counts(&rig.final_path);
+        assert_eq!(counts["rgb"], 60, "{name}: rgb packets in the final file");
+        assert_eq!(counts["depth"], 100, "{name}");
+        rig.assert_final_decodes(&[("rgb", 60), ("depth", 100)]);
+    }
+}
+
 /// A burst far faster than the encoder into a queue of 4: push never waits (the burst
 /// takes a small fraction of the time the encoder needs for it), refused pushes are
 /// counted exactly as `dropped_queue_full`, and the file holds exactly the accepted

@@ -8,6 +8,12 @@
 //! the parameter sets become the track's extradata, they are cut out of the packets,
 //! and a packet that held nothing else is dropped instead of muxed as a frame.
 //!
+//! The two framings meet once more in a final file: a track declared from an encoder
+//! (before any chunk held its stream) has the encoder's Annex B extradata, so the
+//! Matroska muxer converts each packet written to it from Annex B to length-prefixed
+//! NAL units; the chunks' packets already are, and go back to Annex B first
+//! ([`length_prefixed_to_annex_b`]).
+//!
 //! ffmpeg-next has no safe wrapper for bitstream filters; the raw calls live here.
 
 use std::ffi::CString;
@@ -146,6 +152,50 @@ pub fn extradata(parameters: &codec::Parameters) -> &[u8] {
     }
 }
 
+/// Whether `extradata` is an Annex B byte stream (a start code first), as an encoder
+/// gives its parameter sets; a container's avcC/hvcC record starts with its version, 1.
+pub fn is_annex_b(extradata: &[u8]) -> bool {
+    extradata.starts_with(&[0, 0, 1]) || extradata.starts_with(&[0, 0, 0, 1])
+}
+
+/// The size of the NAL unit lengths in packets described by an H.264 avcC or HEVC hvcC
+/// record (`None` for other codecs or a record too short to say).
+pub fn nal_length_size(id: codec::Id, record: &[u8]) -> Option<usize> {
+    let at = match id {
+        codec::Id::H264 => 4,
+        codec::Id::HEVC => 21,
+        _ => return None,
+    };
+    record.get(at).map(|b| usize::from(b & 3) + 1)
+}
+
+/// Rewrite a packet of NAL units with 4-byte lengths (as Matroska and MP4 store
+/// H.264/HEVC) as Annex B in place: each length becomes the 4-byte start code, so the
+/// size stays. Returns `false`, leaving `data` as it was, when the lengths do not add
+/// up to the packet.
+pub fn length_prefixed_to_annex_b(data: &mut [u8]) -> bool {
+    let mut starts = Vec::new();
+    let mut at = 0;
+    while at < data.len() {
+        let Some(length) = data.get(at..at + 4) else {
+            return false;
+        };
+        let length = u32::from_be_bytes([length[0], length[1], length[2], length[3]]);
+        starts.push(at);
+        at = match usize::try_from(length)
+            .ok()
+            .and_then(|n| (at + 4).checked_add(n))
+        {
+            Some(next) if next <= data.len() => next,
+            _ => return false,
+        };
+    }
+    for start in starts {
+        data[start..start + 4].copy_from_slice(&[0, 0, 0, 1]);
+    }
+    true
+}
+
 /// Replace the extradata of `parameters` with `data`.
 pub fn set_extradata(parameters: &mut codec::Parameters, data: &[u8]) -> Result<()> {
     let size = i32::try_from(data.len())
@@ -277,6 +327,24 @@ mod tests {
             .expect("filter frame");
         assert!(out.is_some());
         assert!(filter.extradata().is_none());
+    }
+
+    #[test]
+    fn length_prefixed_units_become_start_codes_and_bad_lengths_are_refused() {
+        let mut two = vec![0, 0, 0, 2, 0x65, 0xaa, 0, 0, 0, 1, 0x41];
+        assert!(length_prefixed_to_annex_b(&mut two));
+        assert_eq!(two, [0, 0, 0, 1, 0x65, 0xaa, 0, 0, 0, 1, 0x41]);
+        for bad in [&[0, 0, 0, 9, 0x65][..], &[0, 0, 0, 1, 0x65, 0, 0][..]] {
+            let mut data = bad.to_vec();
+            assert!(!length_prefixed_to_annex_b(&mut data), "{bad:?}");
+            assert_eq!(data, bad, "a refused packet is left as it was");
+        }
+        assert!(is_annex_b(&[0, 0, 0, 1, 0x67]) && is_annex_b(&[0, 0, 1, 0x67]));
+        assert!(!is_annex_b(&[1, 0x64, 0, 0x1f, 0xff]));
+        assert_eq!(
+            nal_length_size(codec::Id::H264, &[1, 0x64, 0, 0x1f, 0xff]),
+            Some(4)
+        );
     }
 
     #[test]

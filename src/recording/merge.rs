@@ -10,12 +10,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use ffmpeg_next::{self as ffmpeg, format, Dictionary, Rational};
+use ffmpeg_next::{self as ffmpeg, codec, format, packet::Mut, Dictionary, Rational};
 
 use super::decode_times::DecodeTimes;
 use super::durable;
 use super::encoder::TrackSpec;
 use super::error::{Error, Result};
+use super::in_band_headers;
 use super::media::{
     create_mkv, int_tag, is_damage, open_for_copy, read_packet, rescale, stream_name,
     write_mkv_header, MuxerSettings, MICROS, TAG_CHUNK_START_US, TAG_ORIGIN_UNIX_US, TAG_PARTS,
@@ -338,6 +339,9 @@ pub struct ConcatWriter {
     octx: Option<format::context::Output>,
     /// Stream name (the GRABD_STREAM tag) → (output index, output time base).
     tracks: HashMap<String, (usize, Rational)>,
+    /// Per track, in output order: declared with an encoder's Annex B extradata, so the
+    /// muxer takes Annex B packets (see [`in_band_headers`]).
+    takes_annex_b: Vec<bool>,
     /// Per track, in output order: what the manifest will state.
     facts: Vec<TrackFacts>,
     origin_unix_us: Option<i64>,
@@ -382,6 +386,7 @@ impl ConcatWriter {
         let mut names: Vec<String> = Vec::new();
         let mut facts = Vec::new();
         let mut media = Vec::new();
+        let mut takes_annex_b = Vec::new();
         // Each stream with the first template that holds it.
         let mut sources: Vec<(String, Option<&Path>)> =
             declared.iter().map(|d| (d.name.clone(), None)).collect();
@@ -406,6 +411,7 @@ impl ConcatWriter {
                         .find(|s| stream_name(s).as_ref() == Some(&name))
                         .ok_or_else(|| bad_file(template, "stream vanished"))?;
                     add_copy_stream(&mut octx, &stream)?;
+                    takes_annex_b.push(false);
                     stream.parameters().medium()
                 }
                 None => {
@@ -415,6 +421,12 @@ impl ConcatWriter {
                         continue;
                     };
                     add_stream_track(&mut octx, &name, &d.track_tags, spec)?;
+                    takes_annex_b.push(
+                        matches!(spec.parameters.id(), codec::Id::H264 | codec::Id::HEVC)
+                            && in_band_headers::is_annex_b(in_band_headers::extradata(
+                                &spec.parameters,
+                            )),
+                    );
                     spec.parameters.medium()
                 }
             };
@@ -445,6 +457,7 @@ impl ConcatWriter {
             tmp,
             octx: Some(octx),
             tracks,
+            takes_annex_b,
             facts,
             origin_unix_us,
             times: DecodeTimes::new(media),
@@ -468,12 +481,30 @@ impl ConcatWriter {
                     &format!("track {name:?} is not in the recording"),
                 ));
             };
-            map.push((out_index, stream.time_base(), out_tb));
+            // The chunk's packets are length-prefixed (its muxer converted them); a track
+            // declared with Annex B extradata needs them back as Annex B.
+            let to_annex_b = self.takes_annex_b.get(out_index).copied().unwrap_or(false);
+            let parameters = stream.parameters();
+            let record = in_band_headers::extradata(&parameters);
+            if to_annex_b
+                && !in_band_headers::is_annex_b(record)
+                && in_band_headers::nal_length_size(parameters.id(), record) != Some(4)
+            {
+                return Err(bad_file(
+                    chunk,
+                    &format!("track {name:?}: NAL units without 4-byte lengths"),
+                ));
+            }
+            let to_annex_b = to_annex_b && !in_band_headers::is_annex_b(record);
+            map.push((out_index, stream.time_base(), out_tb, to_annex_b));
         }
         while let Some(mut packet) = read_packet(&mut input, chunk, salvage)? {
-            let Some(&(out_index, in_tb, out_tb)) = map.get(packet.stream()) else {
+            let Some(&(out_index, in_tb, out_tb, to_annex_b)) = map.get(packet.stream()) else {
                 continue;
             };
+            if to_annex_b && !packet_to_annex_b(&mut packet) {
+                return Err(bad_file(chunk, "a packet is not length-prefixed NAL units"));
+            }
             let shift = |t: i64| rescale(rescale(t, in_tb, MICROS) + offset_us, MICROS, out_tb);
             packet.set_pts(packet.pts().map(shift));
             packet.set_dts(None);
@@ -557,6 +588,19 @@ impl ConcatWriter {
             file: Some(facts),
         })
     }
+}
+
+/// Rewrite `packet`'s length-prefixed NAL units as Annex B (see
+/// [`in_band_headers::length_prefixed_to_annex_b`]); `false` if they are not.
+fn packet_to_annex_b(packet: &mut ffmpeg::Packet) -> bool {
+    // SAFETY: the packet is valid; av_packet_make_writable gives it a buffer of its own
+    // (copying a shared one), so writing through data_mut touches no other packet.
+    if unsafe { ffmpeg::ffi::av_packet_make_writable(packet.as_mut_ptr()) } < 0 {
+        return false;
+    }
+    packet
+        .data_mut()
+        .is_some_and(in_band_headers::length_prefixed_to_annex_b)
 }
 
 /// One chapter per bookmark, named "mark N", each starting at its mark: Matroska's
