@@ -8,11 +8,37 @@ itself (grabd verify + ffprobe at native speed, fsck), and a check passes only i
 guest saw it pass and its file verifies. One PASS/FAIL line per check, named
 "systemd-guest: <check>", printed once both boots are done.
 """
+import json
 import os
 import re
+import subprocess
 
 CHECKS_BOOT1 = ["ready", "press", "stop", "watchdog", "security", "journal"]
 DATA, SPOOL = "grabd/recordings", "grabd/spool"
+# The guest records the rig's real sources (hw-tests/qemu/grabd-sources.toml): every
+# file has each track, tagged with its device by grabd, with packets in it (a device
+# the hardening blocked would fail the start or leave its track empty; how many is
+# printed, not judged: a starved TCG guest's vivid misses up to half its frames).
+SOURCE_TRACKS = {"cam0": ("video", "/dev/video0"), "cam1": ("video", "/dev/video1"),
+                 "imu": ("subtitle", "/dev/i2c-0@0x68")}
+
+
+def source_tracks(mkv):
+    """(what is wrong with the tracks of the real sources in `mkv` or None, packets per
+    track)."""
+    p = subprocess.run(["ffprobe", "-v", "error", "-count_packets", "-show_entries",
+                        "stream=codec_type,nb_read_packets:stream_tags", "-of", "json", mkv],
+                       capture_output=True, text=True)
+    streams = json.loads(p.stdout or "{}").get("streams", [])
+    got = {s.get("tags", {}).get("title"): s for s in streams}
+    bad, packets = [], {}
+    for name, (kind, device) in SOURCE_TRACKS.items():
+        s = got.get(name)
+        packets[name] = int(s.get("nb_read_packets", 0)) if s else 0
+        if not s or s.get("codec_type") != kind or s.get("tags", {}).get("DEVICE") != device \
+                or packets[name] == 0:
+            bad.append(f"{name}: {s and (s.get('codec_type'), s.get('tags', {}).get('DEVICE'))}")
+    return (f"source tracks {bad} (want {SOURCE_TRACKS})" if bad else None), packets
 
 
 def run(rig, snapshot_mount, fsck_clean, Card, log):
@@ -74,6 +100,11 @@ def run(rig, snapshot_mount, fsck_clean, Card, log):
         out = os.path.join(mnt, DATA)
         files = sorted(f for f in os.listdir(out) if f.endswith(".mkv")) if os.path.isdir(out) else []
         verified = {f"/data/{DATA}/{f}": rig.verify(os.path.join(out, f)) for f in files}
+        for f in files:
+            wrong, packets = source_tracks(os.path.join(out, f))
+            rig.table.append((f"{name}: packets in {f}", ", ".join(f"{k} {v}" for k, v in packets.items())))
+            if wrong and verified[f"/data/{DATA}/{f}"].get("ok"):
+                verified[f"/data/{DATA}/{f}"] = {"ok": False, "error": wrong}
         spool = os.path.join(mnt, SPOOL)
         left = os.listdir(spool) if os.path.isdir(spool) else []
         fsck_ok, fsck_tail = fsck_clean(snap)
