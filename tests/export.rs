@@ -601,7 +601,7 @@ fn start_key(mkv: &std::path::Path) -> (i64, i64) {
         .find_map(|k| {
             let start = k + 100_000;
             let depth_key = depth_keys.iter().filter(|&&d| d <= start).max()?;
-            (0 < *depth_key && *depth_key < k).then_some((start, k))
+            (depth_keys[0] < *depth_key && *depth_key < k).then_some((start, k))
         })
         .unwrap_or_else(|| panic!("no rgb keyframe after depth's: depth {depth_keys:?}"))
 }
