@@ -321,9 +321,11 @@ fn triples(v: &serde_json::Value) -> Vec<[f64; 3]> {
         .collect()
 }
 
-/// EuRoC: one 8-bit grey PNG per rgb packet, named by its absolute ns; the IMU's rows
-/// are its samples (times and values); T_BS is the camera → IMU extrinsic; depth has no
-/// place in EuRoC and is left out.
+/// EuRoC: one 8-bit grey PNG per rgb packet from the IMU's first sample on, named by
+/// its absolute ns (ORB-SLAM3's EuRoC loader takes the IMU samples at or before its
+/// first frame: with none, it reads before its array); the IMU's rows are its samples
+/// (times and values); T_BS is the camera → IMU extrinsic; depth has no place in EuRoC
+/// and is left out.
 #[test]
 fn euroc_export_loads_in_a_reader_of_the_format() {
     let rec = recorded();
@@ -332,9 +334,21 @@ fn euroc_export_loads_in_a_reader_of_the_format() {
     let cams = read["cams"].as_object().unwrap();
     assert_eq!(cams.keys().collect::<Vec<_>>(), ["cam0"], "{read}");
     let cam0 = &read["cams"]["cam0"];
-    let packets = packet_times_ns(&rec.mkv, "rgb");
+    let want = imu_samples(&rec.mkv);
+    let all = packet_times_ns(&rec.mkv, "rgb");
+    let packets: Vec<i64> = all.iter().copied().filter(|&t| t >= want[0].t_ns).collect();
     assert!(packets.len() >= 25, "{} rgb packets", packets.len());
+    assert!(
+        all.len() - packets.len() <= 1,
+        "{all:?} from {}",
+        want[0].t_ns
+    );
     assert_eq!(i64s(&cam0["t_ns"]), packets);
+    let imu_t = i64s(&read["imus"]["imu0"]["t_ns"]);
+    assert!(
+        imu_t[0] <= packets[0],
+        "the IMU starts after the first frame"
+    );
     assert_eq!(cam0["pngs"], packets.len());
     assert_eq!(cam0["sizes"], serde_json::json!([[160, 100]]));
     assert_eq!(cam0["modes"], serde_json::json!(["L"]));
@@ -348,7 +362,6 @@ fn euroc_export_loads_in_a_reader_of_the_format() {
     assert_eq!(cam0["T_BS"], serde_json::json!(t_bs));
 
     let imu = &read["imus"]["imu0"];
-    let want = imu_samples(&rec.mkv);
     assert!(want.len() >= 300, "{} samples", want.len());
     assert_samples_match(
         "imu0",
@@ -660,7 +673,13 @@ fn start_and_end_take_exactly_that_interval_in_every_format() {
 
     let (_root, out) = export("euroc", &range);
     let read = python_read("euroc", &out);
-    assert_eq!(i64s(&read["cams"]["cam0"]["t_ns"]), rgb, "euroc cam0");
+    // EuRoC's frames begin at the IMU's first sample (see the euroc test).
+    let from_imu: Vec<i64> = rgb
+        .iter()
+        .copied()
+        .filter(|&t| t >= samples[0].t_ns)
+        .collect();
+    assert_eq!(i64s(&read["cams"]["cam0"]["t_ns"]), from_imu, "euroc cam0");
     let imu = &read["imus"]["imu0"];
     assert_samples_match(
         "euroc imu0",

@@ -15,7 +15,9 @@
 //! ```
 //!
 //! Cameras are numbered in file order, IMUs likewise; the body frame is the first IMU's.
-//! Depth and other data streams have no place here.
+//! Depth and other data streams have no place here. With an IMU, the cameras' frames
+//! begin at its first sample: ORB-SLAM3's EuRoC examples take the IMU samples at or
+//! before the first frame, and read before their array when there are none.
 
 use std::path::Path;
 
@@ -56,6 +58,11 @@ pub fn write(
         images: ImageTracks::start()?,
         first_camera_times: None,
         imu_span: Default::default(),
+        body_imu: tracks
+            .iter()
+            .find(|t| t.kind == TrackKind::Imu)
+            .map(|t| t.index),
+        first_imu_us: None,
     };
     let (mut cams, mut imus) = (0, 0);
     for track in &tracks {
@@ -188,6 +195,10 @@ struct EurocSink {
     /// `timestamps.txt`: the first camera's frame times.
     first_camera_times: Option<TextFile>,
     imu_span: ImuSpan,
+    /// The first IMU's track, and its first sample's media time once seen: frames
+    /// before it are left out.
+    body_imu: Option<usize>,
+    first_imu_us: Option<i64>,
 }
 
 impl EurocSink {
@@ -204,6 +215,11 @@ impl EurocSink {
 
 impl Sink for EurocSink {
     fn frame(&mut self, track: &Track, t_us: i64, frame: &ffmpeg_next::frame::Video) -> Result<()> {
+        // A frame decoded before any IMU sample was read is left out too: the first
+        // samples come in the packet of the first frames.
+        if self.body_imu.is_some() && !self.first_imu_us.is_some_and(|first| t_us >= first) {
+            return Ok(());
+        }
         let t_ns = (self.origin_unix_us + t_us) * 1000;
         let name = format!("{t_ns}.png");
         let (position, folder, _) = self.slot(track)?;
@@ -232,6 +248,9 @@ impl Sink for EurocSink {
             rows.push('\n');
         }
         csv.write(&rows)?;
+        if self.body_imu == Some(track.index) && self.first_imu_us.is_none() {
+            self.first_imu_us = samples.first().map(|s| s.t_us);
+        }
         self.imu_span.add(track.index, samples);
         Ok(())
     }
