@@ -972,3 +972,70 @@ fn a_wrong_size_frame_and_an_empty_record_are_dropped_and_counted() {
     assert_eq!(decoded.decode_errors(), 0);
     assert_eq!(decoded.track("rgb").unwrap().frames_decoded, 59);
 }
+
+/// Regression test (QEMU rig, grabd capped at 25 % of a guest CPU): the finalizer's
+/// merges took a third of grabd's CPU while single frames waited 1.5-2.6 s for their
+/// encoders, since a nice level orders only the threads of one CPU and a CPU quota is
+/// shared by all. Now, while an encoder is behind its capture (here one that takes
+/// 150 ms a frame at 25 fps, always late), the finalizer merges nothing: the chunks it
+/// could merge stay parts until the encoders are done, and stop then finishes them all,
+/// with every frame the encoders took.
+#[test]
+fn the_finalizer_waits_while_an_encoder_is_behind_its_capture() {
+    let mut rig = Rig::start(
+        "behind",
+        vec![Spec::Data("imu"), Spec::Data("slow")],
+        WriterOptions {
+            max_latency: Some(Duration::from_millis(1000)),
+            faults: InjectedFaults {
+                slow_encoder: Some(("slow".into(), Duration::from_millis(150))),
+                ..Default::default()
+            },
+            ..options(500)
+        },
+    );
+    let mut chunks_while_behind = std::collections::BTreeSet::new();
+    let began = grabd::clock::monotonic_us();
+    for i in 0..60u64 {
+        // Frames in real time, stamped on the monotonic clock as a source stamps them.
+        let due = began + i as i64 * FRAME_US;
+        let now = grabd::clock::monotonic_us();
+        if due > now {
+            std::thread::sleep(Duration::from_micros((due - now) as u64));
+        }
+        for name in ["imu", "slow"] {
+            let frame = rig.spec(name).frame(due, i);
+            rig.sender(name).push(frame);
+        }
+        // From 2 s on, chunks 0-2 are complete (both streams went past them).
+        if i >= 50 {
+            chunks_while_behind.extend(files_ending(&rig.spool, ".mkv"));
+        }
+    }
+    let report = rig.stop_cleanly();
+    assert!(
+        chunks_while_behind.is_empty(),
+        "the finalizer merged chunks while the slow encoder was behind: {chunks_while_behind:?}"
+    );
+    assert!(
+        !report.finalize.waited_for_encoders.is_zero(),
+        "the finalizer never waited"
+    );
+    let encoded: Vec<(&str, u64)> = report
+        .streams
+        .iter()
+        .map(|s| (s.name.as_str(), s.frames_encoded))
+        .collect();
+    let slow = report.streams.iter().find(|s| s.name == "slow").unwrap();
+    assert!(
+        slow.dropped_overload > 0 && slow.frames_encoded > 0,
+        "the slow stream should shed some frames and keep others: {slow:?}"
+    );
+    // Everything the encoders took is in the final file, once stop let the finalizer work.
+    let tracks = read_tracks(&rig.final_path);
+    for (name, frames) in encoded {
+        assert_eq!(track(&tracks, name).packets.len() as u64, frames, "{name}");
+    }
+    assert_eq!(report.finalize.chunks.len(), 5, "chunks of 0.5 s in 2.4 s");
+    rig.assert_no_leftovers();
+}

@@ -1,5 +1,5 @@
-//! Fault injection, for tests only: make an encoder thread panic or hang, a part's
-//! close fail, the finalizer panic or stall, or the part syncer's fsync stall, at a
+//! Fault injection, for tests only: make an encoder thread panic, hang or run slowly, a
+//! part's close fail, the finalizer panic or stall, or the part syncer's fsync stall, at a
 //! chosen point. Every fault is off by default and grabd itself never sets one; tests
 //! do, through [`WriterOptions::faults`](super::WriterOptions::faults). It exists so
 //! the failure paths are tested on the real threads rather than on a copy of them.
@@ -24,6 +24,9 @@ pub struct InjectedFaults {
     pub stall_finalizer: Option<Duration>,
     /// The part syncer's first fsync pass stalls this long.
     pub stall_sync: Option<Duration>,
+    /// Every frame of this stream takes this much longer to encode: a board too slow
+    /// for the stream.
+    pub slow_encoder: Option<(String, Duration)>,
 }
 
 impl InjectedFaults {
@@ -38,6 +41,15 @@ impl InjectedFaults {
             if name == stream && encoded == *after {
                 tracing::warn!(stream, "injected fault: the encoder hangs for {pause:?}");
                 std::thread::sleep(*pause);
+            }
+        }
+    }
+
+    /// Called by an encoder thread before it encodes a frame.
+    pub(crate) fn before_encode(&self, stream: &str) {
+        if let Some((name, extra)) = &self.slow_encoder {
+            if name == stream {
+                std::thread::sleep(*extra);
             }
         }
     }

@@ -4,6 +4,8 @@
 //! threads never wait for it.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 
@@ -13,9 +15,47 @@ use super::events::ErrorCallback;
 use super::faults::InjectedFaults;
 use super::media::MuxerSettings;
 use super::merge::{
-    merge_recording_chunks, merge_stream_files, ConcatWriter, DeclaredTrack, MergeSummary, ReadMode,
+    merge_recording_chunks, merge_stream_files_paced, ConcatWriter, DeclaredTrack, MergeSummary,
+    ReadMode,
 };
 use super::part::ClosedPart;
+use super::pressure::Pressure;
+
+/// How far the finalizer's backlog may grow while it waits for the encoders: past it the
+/// finalizer works on whatever the encoders' state, so that a board that stays short of
+/// CPU still has at most this much media to merge at stop (stop stays bounded), at the
+/// price of frames its merges then cost.
+pub const MAX_DEFERRED_MEDIA: Duration = Duration::from_secs(300);
+
+/// When the finalizer works: it yields to encoders that are behind their capture (see
+/// [`Pressure`]), between chunks and between the packets it copies, while its backlog
+/// of chunks spans less than [`MAX_DEFERRED_MEDIA`].
+pub struct Pacing {
+    pub pressure: Arc<Pressure>,
+    /// Media time each chunk covers.
+    pub chunk_length: Duration,
+}
+
+/// The pause point the finalizer's loops call: waits while the encoders are behind and
+/// the backlog (`chunks_waiting` more chunks) is small enough, adding up the time.
+struct Pause<'a> {
+    pacing: &'a Pacing,
+    jobs: &'a Receiver<ChunkJob>,
+    waited: std::cell::Cell<Duration>,
+}
+
+impl Pause<'_> {
+    fn point(&self) {
+        let backlog = self
+            .pacing
+            .chunk_length
+            .saturating_mul(u32::try_from(self.jobs.len()).unwrap_or(u32::MAX));
+        if backlog < MAX_DEFERRED_MEDIA {
+            let waited = self.pacing.pressure.wait_while_behind();
+            self.waited.set(self.waited.get() + waited);
+        }
+    }
+}
 
 /// A chunk whose parts are all closed.
 #[derive(Debug)]
@@ -71,10 +111,13 @@ pub struct FinalizeReport {
     /// The finished final file, when one was configured and anything was recorded.
     pub final_output: Option<(PathBuf, MergeSummary)>,
     pub errors: Vec<String>,
+    /// How long the finalizer waited for encoders that were behind their capture.
+    pub waited_for_encoders: Duration,
 }
 
 /// Run until the job channel closes; then finish the final file, which has a track for
 /// each of the configured `streams`.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     dir: &Path,
     jobs: Receiver<ChunkJob>,
@@ -83,19 +126,27 @@ pub fn run(
     muxer: MuxerSettings,
     on_error: Option<ErrorCallback>,
     faults: &InjectedFaults,
+    pacing: &Pacing,
 ) -> FinalizeReport {
     crate::thread::lower_priority(crate::thread::FINALIZER_NICE);
     let mut report = FinalizeReport::default();
+    let pause = Pause {
+        pacing,
+        jobs: &jobs,
+        waited: Default::default(),
+    };
+    let point = || pause.point();
     let mut growing = Growing::default();
     // A final file must hold every chunk: after a failed merge it is left to the
     // recording's finish (recovery) procedure, which salvages the parts first.
     let mut chunk_failed = false;
-    for job in jobs {
+    for job in &jobs {
         faults.before_chunk();
-        match finalize_chunk(dir, &job, streams, muxer) {
+        point();
+        match finalize_chunk(dir, &job, streams, muxer, &point) {
             Ok(Some(chunk)) => {
                 if let Some(output) = &final_output {
-                    if let Err(e) = growing.add(output, &chunk, streams, muxer) {
+                    if let Err(e) = growing.add(output, &chunk, streams, muxer, &point) {
                         tracing::warn!(error = %e, "appending to the final file failed; it will be rebuilt from the chunks at stop");
                         growing.abandon();
                     }
@@ -114,6 +165,13 @@ pub fn run(
                 }
             }
         }
+    }
+    report.waited_for_encoders = pause.waited.get();
+    if !report.waited_for_encoders.is_zero() {
+        tracing::info!(
+            waited_ms = report.waited_for_encoders.as_millis() as u64,
+            "the finalizer waited for encoders that were behind their capture"
+        );
     }
     if chunk_failed {
         return report;
@@ -135,18 +193,19 @@ fn finalize_chunk(
     job: &ChunkJob,
     streams: &[DeclaredTrack],
     muxer: MuxerSettings,
+    pause: &dyn Fn(),
 ) -> Result<Option<ChunkInfo>> {
     // Tracks in the configured order, whatever order the streams arrived in.
     let mut parts: Vec<&ClosedPart> = job.parts.iter().collect();
     parts.sort_by_key(|p| streams.iter().position(|s| s.name == p.stream));
     let parts: Vec<PathBuf> = parts.into_iter().map(|p| p.path.clone()).collect();
     let path = super::spool::chunk_path(dir, &job.id);
-    let merged = match merge_stream_files(&parts, &path, ReadMode::Strict, muxer) {
+    let merged = match merge_stream_files_paced(&parts, &path, ReadMode::Strict, muxer, pause) {
         Ok(merged) => merged,
         Err(e) => {
             // A part cut short by a failed encoder is still readable up to its last cluster.
             tracing::warn!(chunk = %job.id, error = %e, "strict merge failed; salvaging");
-            merge_stream_files(&parts, &path, ReadMode::Salvage, muxer)?
+            merge_stream_files_paced(&parts, &path, ReadMode::Salvage, muxer, pause)?
         }
     };
     for part in &merged.consumed {
@@ -187,6 +246,7 @@ impl Growing {
         chunk: &ChunkInfo,
         streams: &[DeclaredTrack],
         muxer: MuxerSettings,
+        pause: &dyn Fn(),
     ) -> Result<()> {
         if self.broken {
             return Ok(());
@@ -211,7 +271,7 @@ impl Growing {
         }
         if let Some(writer) = self.writer.as_mut() {
             for path in self.waiting.drain(..) {
-                writer.append(&path, ReadMode::Strict)?;
+                writer.append_paced(&path, ReadMode::Strict, pause)?;
             }
             writer.sync()?;
         }

@@ -145,6 +145,18 @@ pub fn merge_stream_files(
     mode: ReadMode,
     settings: MuxerSettings,
 ) -> Result<Merged> {
+    merge_stream_files_paced(inputs, output_path, mode, settings, &|| {})
+}
+
+/// [`merge_stream_files`], calling `pause` before each packet it copies: the finalizer
+/// waits there while the encoders are behind their capture.
+pub fn merge_stream_files_paced(
+    inputs: &[PathBuf],
+    output_path: &Path,
+    mode: ReadMode,
+    settings: MuxerSettings,
+    pause: &dyn Fn(),
+) -> Result<Merged> {
     let salvage = mode == ReadMode::Salvage;
     let mut tracks = Vec::new();
     let mut global_tags = None;
@@ -231,6 +243,7 @@ pub fn merge_stream_files(
         let mut counts = vec![0u64; tracks.len()];
         // k-way merge: always write the earliest pending packet next.
         loop {
+            pause();
             let next = tracks
                 .iter()
                 .enumerate()
@@ -468,6 +481,11 @@ impl ConcatWriter {
     /// Append every packet of `chunk`, shifted by the chunk's start on the recording's
     /// timeline.
     pub fn append(&mut self, chunk: &Path, mode: ReadMode) -> Result<()> {
+        self.append_paced(chunk, mode, &|| {})
+    }
+
+    /// [`append`](ConcatWriter::append), calling `pause` before each packet it copies.
+    pub fn append_paced(&mut self, chunk: &Path, mode: ReadMode, pause: &dyn Fn()) -> Result<()> {
         let salvage = mode == ReadMode::Salvage;
         let mut input = open_for_copy(chunk)?;
         let offset_us = int_tag(&input, TAG_CHUNK_START_US)
@@ -499,6 +517,7 @@ impl ConcatWriter {
             map.push((out_index, stream.time_base(), out_tb, to_annex_b));
         }
         while let Some(mut packet) = read_packet(&mut input, chunk, salvage)? {
+            pause();
             let Some(&(out_index, in_tb, out_tb, to_annex_b)) = map.get(packet.stream()) else {
                 continue;
             };

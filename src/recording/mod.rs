@@ -31,6 +31,7 @@ pub mod manifest;
 pub mod media;
 pub mod merge;
 pub mod part;
+pub mod pressure;
 pub mod probe;
 pub mod recovery;
 pub mod session;

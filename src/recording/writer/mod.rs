@@ -50,6 +50,7 @@ use super::finalizer::{self, ChunkJob, FinalOutput, FinalizeReport};
 use super::media::MuxerSettings;
 use super::merge::DeclaredTrack;
 use super::part::{lock, ClosedPart, PartSyncer};
+use super::pressure::Pressure;
 use super::spool;
 use super::stream_config::{
     validate_stream_name, DataStreamConfig, StreamConfig, VideoStreamConfig,
@@ -165,6 +166,8 @@ struct Shared {
     callbacks: Mutex<Vec<thread::Handle<()>>>,
     faults: InjectedFaults,
     syncer: Arc<PartSyncer>,
+    /// How far behind capture the encoders are; the finalizer waits while they are.
+    pressure: Arc<Pressure>,
 }
 
 impl Shared {
@@ -372,11 +375,19 @@ impl ChunkedWriter {
             }
         }
         let encoders = open_encoders(&configs, output_directory);
+        let pressure = Arc::new(Pressure::new(configs.len(), limits.late_after()));
         let mut streams: Vec<StreamSlot> = Vec::new();
-        for ((stream_name, config), encoder) in configs.into_iter().zip(encoders) {
+        for (index, ((stream_name, config), encoder)) in
+            configs.into_iter().zip(encoders).enumerate()
+        {
             let encoder = encoder?;
             let (tx, rx) = bounded(limits.capacity(&config));
-            let counters = Arc::new(Counters::new(&stream_name, limits));
+            let counters = Arc::new(Counters::new(
+                &stream_name,
+                limits,
+                index,
+                Arc::clone(&pressure),
+            ));
             streams.push(StreamSlot {
                 name: stream_name,
                 config,
@@ -418,6 +429,7 @@ impl ChunkedWriter {
                 }),
                 &options.faults,
             ),
+            pressure,
         });
         Ok(ChunkedWriter {
             shared,
@@ -485,6 +497,10 @@ impl ChunkedWriter {
         let muxer = self.options.muxer;
         let on_error = self.options.on_error.clone();
         let faults = self.options.faults.clone();
+        let pacing = finalizer::Pacing {
+            pressure: Arc::clone(&self.shared.pressure),
+            chunk_length: self.options.chunk_length,
+        };
         // A panicking finalizer is a failed finalizer: the recording stops and its
         // chunks and parts stay for the finish at stop.
         let finalizer_failed = self
@@ -501,6 +517,7 @@ impl ChunkedWriter {
                 muxer,
                 on_error,
                 &faults,
+                &pacing,
             )
         })
         .map_err(|e| Error::io("spawn finalizer thread", &self.shared.dir, e))?;
@@ -565,7 +582,9 @@ impl ChunkedWriter {
                 }
             }
         }
-        // Every chunk has been dispatched; closing the job queue ends the finalizer.
+        // No encoder runs any more (or one is left hung): the finalizer need not wait for
+        // them. Every chunk has been dispatched; closing the job queue ends the finalizer.
+        self.shared.pressure.release();
         lock(&self.shared.jobs).take();
         let mut finalize = FinalizeReport::default();
         if let Some(handle) = self.finalizer.take() {
@@ -716,6 +735,8 @@ fn stream_thread(
             Err(format!("panicked: {message}"))
         }
     };
+    // Whatever it held is encoded, in its part, or counted as dropped.
+    shared.pressure.done(index, true);
     if let Err(e) = result {
         tracing::error!(stream = name, error = %e, "encoder thread failed");
         report_failure(shared, name, counters, Some(rx));
@@ -758,8 +779,13 @@ fn stream_loop(
     let mut last_frame_at: Option<Instant> = None;
     // Once stopping, only the frames queued at that moment are still taken.
     let mut left_at_stop: Option<usize> = None;
+    // A frame was taken in the last turn: the encoders' pressure hears it is done.
+    let mut took = false;
     loop {
         heartbeat.beat();
+        if std::mem::take(&mut took) {
+            shared.pressure.done(track.stream, rx.is_empty());
+        }
         track.end_overdue_cluster()?;
         // Only a silent stream (nothing queued, nothing received for the grace period)
         // is closed without reaching the boundary: one that is merely behind (a backlog,
@@ -787,6 +813,7 @@ fn stream_loop(
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
         };
+        took = true;
         if !counters.take(&frame) {
             continue;
         }
@@ -824,6 +851,7 @@ fn stream_loop(
                 ffmpeg_next::Error::InvalidData,
             ));
         }
+        shared.faults.before_encode(track.name);
         track.encode(chunk, media_us, &frame.data)?;
         let encoded = counters.encoded.fetch_add(1, Ordering::Relaxed) + 1;
         shared.faults.after_frame(track.name, encoded);

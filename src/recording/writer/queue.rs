@@ -18,6 +18,7 @@ use crossbeam_channel::{Sender, TrySendError};
 
 use super::WriterOptions;
 use crate::recording::error::{Error, Result};
+use crate::recording::pressure::Pressure;
 use crate::recording::stream_config::StreamConfig;
 
 /// One frame of a video stream (packed raw pixels) or one record of a data stream,
@@ -90,6 +91,14 @@ impl Limits {
         })
     }
 
+    /// How long a frame may wait before the encoders count as behind and the finalizer
+    /// pauses for them ([`Pressure`]): a third of the wait that sheds it, so the
+    /// finalizer gives way well before frames are lost. `None` without a latency budget.
+    pub fn late_after(&self) -> Option<Duration> {
+        self.max_wait_us
+            .map(|us| Duration::from_micros(u64::try_from(us / 3).unwrap_or(0)))
+    }
+
     /// Frames the queue of a stream holds: `max_encoder_queue_size`, and for a video
     /// stream under a latency budget no more than it captures while a frame may wait.
     pub fn capacity(&self, config: &StreamConfig) -> usize {
@@ -118,10 +127,13 @@ pub(super) struct Counters {
     limits: Limits,
     queued_bytes: AtomicUsize,
     overload_reported: AtomicBool,
+    /// This stream's index in `pressure`.
+    stream: usize,
+    pressure: Arc<Pressure>,
 }
 
 impl Counters {
-    pub fn new(name: &str, limits: Limits) -> Self {
+    pub fn new(name: &str, limits: Limits, stream: usize, pressure: Arc<Pressure>) -> Self {
         Counters {
             accepted: AtomicU64::new(0),
             encoded: AtomicU64::new(0),
@@ -135,6 +147,8 @@ impl Counters {
             limits,
             queued_bytes: AtomicUsize::new(0),
             overload_reported: AtomicBool::new(false),
+            stream,
+            pressure,
         }
     }
 
@@ -159,10 +173,13 @@ impl Counters {
         let Some(max_wait_us) = self.limits.max_wait_us else {
             return true;
         };
-        let waited_us = crate::clock::monotonic_us() - frame.timestamp_us;
+        let now_us = crate::clock::monotonic_us();
+        self.pressure.taken(self.stream, frame.timestamp_us, now_us);
+        let waited_us = now_us - frame.timestamp_us;
         if waited_us <= max_wait_us {
             return true;
         }
+        self.pressure.overloaded(now_us);
         self.dropped_overload.fetch_add(1, Ordering::Relaxed);
         self.report_overload(&format!(
             "a frame waited {} ms for its encoder",
@@ -235,6 +252,7 @@ impl StreamSender {
             .fetch_min(frame.timestamp_us, Ordering::Relaxed);
         let counters = &self.counters;
         let len = frame.data.len();
+        let timestamp_us = frame.timestamp_us;
         let queued = counters.queued_bytes.fetch_add(len, Ordering::Relaxed);
         // One frame larger than the whole budget still gets through an empty queue.
         let result = if queued > 0 && queued + len > counters.limits.max_bytes {
@@ -245,12 +263,14 @@ impl StreamSender {
         match result {
             Ok(()) => {
                 counters.accepted.fetch_add(1, Ordering::Relaxed);
+                counters.pressure.queued(counters.stream, timestamp_us);
                 true
             }
             Err(e) => {
                 counters.queued_bytes.fetch_sub(len, Ordering::Relaxed);
                 counters.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
                 if let TrySendError::Full(_) = e {
+                    counters.pressure.overloaded(crate::clock::monotonic_us());
                     counters.report_overload("its queue is full");
                 }
                 false
@@ -284,7 +304,12 @@ mod tests {
         let (tx, rx) = crossbeam_channel::bounded(capacity);
         let sender = StreamSender {
             tx,
-            counters: Arc::new(Counters::new("s", limits)),
+            counters: Arc::new(Counters::new(
+                "s",
+                limits,
+                0,
+                Arc::new(Pressure::new(1, limits.late_after())),
+            )),
             earliest_pushed_us: Arc::new(AtomicI64::new(i64::MAX)),
         };
         (sender, rx)
