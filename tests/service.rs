@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::cli::{read_json, verify, CONFIG};
+use common::wait_until;
 use grabd::clock::monotonic_us;
 use grabd::config::Config;
 use grabd::gpio::{ButtonEdge, FakeButton, FakeOutput, FakeOutputLog, Outputs};
@@ -23,6 +24,7 @@ use serde_json::Value;
 
 struct Running {
     socket: PathBuf,
+    spool: PathBuf,
     output: PathBuf,
     button: crossbeam_channel::Sender<ButtonEdge>,
     red: FakeOutputLog,
@@ -33,10 +35,15 @@ struct Running {
 }
 
 fn start() -> Running {
+    start_with("")
+}
+
+/// The service with `device_lines` added to its `[device]` section.
+fn start_with(device_lines: &str) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let text = format!(
-        "{CONFIG}\n[device]\nspool = {:?}\noutput = {:?}\ncontrol_socket = {:?}\n",
+        "{CONFIG}\n[device]\nspool = {:?}\noutput = {:?}\ncontrol_socket = {:?}\n{device_lines}\n",
         root.join("spool"),
         root.join("out"),
         root.join("run/control")
@@ -60,6 +67,7 @@ fn start() -> Running {
     let thread = std::thread::spawn(move || service::run(&config, devices, &flag));
     let r = Running {
         socket: root.join("run/control"),
+        spool: root.join("spool"),
         output: root.join("out"),
         button: edges,
         red: red_log,
@@ -180,6 +188,16 @@ fn press_record_press_then_marks_double_press_and_sigterm() {
         (got - want).abs() <= 0.081,
         "recorded {got} s, pressed {want} s apart"
     );
+    // The first frame is the one at the press edge: none of the frames held back
+    // while the double-press window decided was dropped when the recording got them
+    // (they had waited longer than the latency budget allows a frame in its queue).
+    let rgb = common::read_tracks(first);
+    let first_pts_us = common::track(&rgb, "rgb").pts()[0];
+    assert!(
+        first_pts_us <= 40_000,
+        "the first rgb frame is at {first_pts_us} µs of media, not at the press"
+    );
+    assert_eq!(manifest["streams"][0]["dropped_overload"], 0, "{manifest}");
     // The mark is in the manifest and, read back with ffprobe, a chapter of the file,
     // at the press (within a frame: media time 0 is the first frame, not the press).
     let want_mark = (t_mark - t0) as f64 / 1e6;
@@ -225,6 +243,43 @@ fn a_double_press_that_arrives_late_is_still_a_double_press() {
     r.stop.store(true, Ordering::Release);
     r.thread.join().unwrap().unwrap();
     assert!(finished_files(&r.output).is_empty());
+}
+
+/// The recording a press would start is made ready at the press's first edge, while
+/// its double-press window still decides (so a single press runs at once when the
+/// window closes, not after the encoders open); a double press drops it and leaves
+/// nothing. A long window (2 s) makes "during the window" unmistakable.
+#[test]
+fn a_press_prepares_its_recording_during_the_double_press_window() {
+    let r = start_with("double_press_s = 2.0");
+    let recording_dirs = |r: &Running| -> usize {
+        std::fs::read_dir(&r.spool).map_or(0, |d| {
+            d.flatten()
+                .filter(|e| e.path().join(".grabd-recording").exists())
+                .count()
+        })
+    };
+    let first = press(&r);
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    while recording_dirs(&r) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let within_s = (monotonic_us() - first) as f64 / 1e6;
+    assert_eq!(
+        recording_dirs(&r),
+        1,
+        "no recording prepared {within_s:.2} s after the press"
+    );
+    assert_eq!(status(&r)["state"], "idle", "still deciding the press");
+    press(&r); // the second press of a double press: status, no recording
+    assert!(
+        wait_until(Duration::from_secs(10), || recording_dirs(&r) == 0),
+        "the prepared recording was left after a double press"
+    );
+    assert_eq!(status(&r)["state"], "idle");
+    r.stop.store(true, Ordering::Release);
+    r.thread.join().unwrap().unwrap();
+    assert!(finished_files(&r.output).is_empty(), "a stray recording");
 }
 
 /// A fresh card has no spool or output folder before the first recording; the free

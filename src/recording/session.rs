@@ -44,6 +44,21 @@ impl Recording {
         spool: &Path,
         output: &Path,
         streams: Vec<(String, StreamConfig)>,
+        options: WriterOptions,
+    ) -> Result<Self> {
+        let recording = Self::prepare(spool, output, streams, options)?;
+        recording.log_started();
+        Ok(recording)
+    }
+
+    /// [`Recording::start`] without its log line: a recording made ready before it is
+    /// known to be wanted (`grabd run` prepares one at a press's first edge, while the
+    /// double-press window decides). Call [`Recording::log_started`] when it is used,
+    /// or [`Recording::stop`] to drop it: without a frame it leaves nothing behind.
+    pub fn prepare(
+        spool: &Path,
+        output: &Path,
+        streams: Vec<(String, StreamConfig)>,
         mut options: WriterOptions,
     ) -> Result<Self> {
         durable::create_dir_all(spool)?;
@@ -94,7 +109,6 @@ impl Recording {
                 return Err(e);
             }
         };
-        tracing::info!(id = %id, dir = %dir.display(), "recording started");
         Ok(Recording {
             id,
             dir,
@@ -105,6 +119,11 @@ impl Recording {
             marks,
             _lock: lock,
         })
+    }
+
+    /// Say that the recording started (what `grabd run` and the rig watch for).
+    pub fn log_started(&self) {
+        tracing::info!(id = %self.id, dir = %self.dir.display(), "recording started");
     }
 
     /// Bookmark the moment `at_monotonic_us` (a double press, `grabd ctl mark`): a

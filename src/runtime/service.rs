@@ -168,6 +168,31 @@ impl Current {
     }
 }
 
+/// How much media a tap holds back while a press is pending: the double-press window
+/// and a second for the recording to get going; a recording is handed up to that much
+/// at its start.
+fn hold_cap_us(device: &DeviceConfig) -> i64 {
+    device.gestures.double_press_us + 1_000_000
+}
+
+/// Test-only fault switch (`GRABD_TEST_SLOW_FINISH=<seconds>`): each recording's
+/// finalizer stalls that long before each chunk, so finishing a recording outlasts the
+/// press that starts the next one (the QEMU rig's gestures scenario shows the two
+/// overlapping, which a fast finish on an idle guest would leave unshown).
+fn slow_finish_fault() -> Option<Duration> {
+    let seconds = std::env::var("GRABD_TEST_SLOW_FINISH").ok()?.parse().ok()?;
+    Duration::try_from_secs_f64(seconds).ok()
+}
+
+/// A recording made ready at a press's first edge, while the double-press window decides
+/// what the press means (see [`Service::prepare_for_press`]): a single press then
+/// starts it at once, any other gesture drops it.
+struct Prepared {
+    recording: Recording,
+    guard: SpaceGuard,
+    failure: Arc<Mutex<Option<String>>>,
+}
+
 struct Service<'a> {
     config: &'a Config,
     machine: Machine,
@@ -181,6 +206,9 @@ struct Service<'a> {
     sources_stop: Arc<AtomicBool>,
     source_failure: Arc<Mutex<Option<String>>>,
     current: Option<Current>,
+    prepared: Option<Prepared>,
+    /// The press edge a recording was last prepared (or tried) for.
+    prepared_for_us: Option<i64>,
     finishing: Vec<(String, Handle<Result<Stopped, recording::Error>>)>,
     last_finished: Option<PathBuf>,
     health: Vec<(String, String)>,
@@ -234,7 +262,7 @@ pub fn run(config: &Config, devices: Devices, stop: &AtomicBool) -> Result<Exit,
     })?;
     heartbeats.push(("control".to_owned(), control.heartbeat()));
 
-    let hold_cap_us = device.gestures.double_press_us + 1_000_000;
+    let hold_cap_us = hold_cap_us(device);
     let no_video = !config
         .streams
         .iter()
@@ -263,6 +291,8 @@ pub fn run(config: &Config, devices: Devices, stop: &AtomicBool) -> Result<Exit,
         sources_stop: Arc::new(AtomicBool::new(false)),
         source_failure: Arc::default(),
         current: None,
+        prepared: None,
+        prepared_for_us: None,
         finishing: Vec::new(),
         last_finished: None,
         health: devices.health,
@@ -476,6 +506,7 @@ impl Service<'_> {
                 Effect::Exit => self.exit = Some(Exit::Terminated),
             }
         }
+        self.prepare_for_press();
         self.show_state();
         let hold = self.machine.hold_from_us();
         for (_, tap) in &self.taps {
@@ -516,7 +547,9 @@ impl Service<'_> {
         storage::free_bytes_of_both(&d.spool, &d.output)
     }
 
-    fn start_recording(&mut self, from_us: i64) -> Result<(), String> {
+    /// Open the spool folder, the writer and its encoders for a recording that has no
+    /// frame yet: what takes a busy board the better part of a second.
+    fn prepare_recording(&self) -> Result<Prepared, String> {
         let d = &self.config.device;
         let streams = self.streams.clone();
         let guard = SpaceGuard::new(
@@ -529,8 +562,66 @@ impl Service<'_> {
         let failure: Arc<Mutex<Option<String>>> = Arc::default();
         let mut options = self.config.writer.clone();
         options.on_error = Some(super::recorder::keep_first_failure(&failure));
+        options.faults.stall_finalizer = slow_finish_fault();
+        options.held_at_start =
+            Duration::from_micros(u64::try_from(hold_cap_us(d)).unwrap_or_default());
         let recording =
-            Recording::start(&d.spool, &d.output, streams, options).map_err(|e| e.to_string())?;
+            Recording::prepare(&d.spool, &d.output, streams, options).map_err(|e| e.to_string())?;
+        Ok(Prepared {
+            recording,
+            guard,
+            failure,
+        })
+    }
+
+    /// While a press in idle may still turn out to be a single press (which starts a
+    /// recording), have that recording ready, so that it runs as soon as the
+    /// double-press window closes rather than the better part of a second later; drop
+    /// it when the press turned out to be something else. Frames are held from the
+    /// press edge meanwhile, so the recording still starts there.
+    fn prepare_for_press(&mut self) {
+        let pending = self.machine.hold_from_us().filter(|_| {
+            self.machine.state() == State::Idle
+                && self.config.device.gestures.press == crate::runtime::state::Action::Toggle
+        });
+        match pending {
+            Some(press_us) if self.prepared.is_none() && self.prepared_for_us != Some(press_us) => {
+                self.prepared_for_us = Some(press_us);
+                match self.prepare_recording() {
+                    Ok(prepared) => self.prepared = Some(prepared),
+                    // Said once the press is known to be a single press (start_recording).
+                    Err(why) => tracing::debug!(error = %why, "cannot prepare a recording"),
+                }
+            }
+            Some(_) => {}
+            None => {
+                if let Some(unused) = self.prepared.take() {
+                    let id = unused.recording.id().to_owned();
+                    // Without a frame, stopping leaves nothing behind; off the main loop.
+                    let spawned =
+                        crate::thread::spawn("finish", &id, None, move |_| unused.recording.stop());
+                    match spawned {
+                        Ok(handle) => self.finishing.push((id, handle)),
+                        Err(e) => {
+                            tracing::error!(id = %id, error = %e, "cannot drop a prepared recording; boot recovery will")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn start_recording(&mut self, from_us: i64) -> Result<(), String> {
+        let prepared = match self.prepared.take() {
+            Some(prepared) => prepared,
+            None => self.prepare_recording()?,
+        };
+        let Prepared {
+            recording,
+            guard,
+            failure,
+        } = prepared;
+        recording.log_started();
         let origin: Arc<OnceLock<i64>> = Arc::default();
         for (name, tap) in &self.taps {
             if let Some(sender) = recording.sender(name) {

@@ -6,6 +6,11 @@
 //! the tap holds back the frames captured after it, and passes them on (or drops them)
 //! once its meaning is known. Held frames are capped at `hold_cap_us` of media.
 //!
+//! Idle, the tap keeps the last `hold_cap_us` of frames too: on a busy board the press
+//! edge reaches the main loop, or a `ctl start` its recording, well after the frames
+//! that followed it (by over 200 ms seen under QEMU), and the recording must still get
+//! them. It is the memory a pending press takes anyway.
+//!
 //! An IMU's tap also puts the sample times in each packet (CLOCK_MONOTONIC) on the
 //! recording's timeline, so its packets wait until the recording's origin is known.
 
@@ -15,10 +20,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::clock::monotonic_us;
 use crate::recording::{Frame, StreamSender};
-
-/// Idle and not holding: frames this recent are kept, so a press whose edge event
-/// arrives a little after the frame that followed it still gets that frame.
-const KEEP_RECENT_US: i64 = 200_000;
 
 /// Rewrites a packet's payload for an origin (µs, CLOCK_MONOTONIC); `None` when the
 /// payload is not the kind it rewrites.
@@ -194,7 +195,7 @@ impl TapState {
         let keep_from = if holding {
             newest - self.hold_cap_us
         } else {
-            now_us.min(newest) - KEEP_RECENT_US
+            now_us.min(newest) - self.hold_cap_us
         };
         let keep_from = match self.hold_from_us {
             // Frames before a pending press are never needed: the press either starts a
@@ -209,5 +210,33 @@ impl TapState {
         {
             self.ring.pop_front();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A press (or `ctl start`) that reaches the main loop 0.7 s after its edge, as on
+    /// a busy board: idle, the tap still has the frames from the edge on.
+    #[test]
+    fn idle_the_last_hold_cap_of_frames_is_kept_for_a_late_press() {
+        let tap = Tap::new(1_500_000);
+        let now = monotonic_us();
+        for i in 0..50 {
+            tap.push(Frame::new(now - 2_000_000 + i * 40_000, vec![0u8; 4]));
+        }
+        let oldest = tap.lock().ring.front().map(|f| f.timestamp_us);
+        let edge = now - 700_000;
+        assert!(
+            oldest.is_some_and(|t| t <= edge),
+            "oldest frame kept {:?} µs before now, the press edge was 700 ms ago",
+            oldest.map(|t| now - t)
+        );
+        let newest = now - 2_000_000 + 49 * 40_000;
+        assert!(
+            oldest.is_some_and(|t| t >= newest - 1_500_000),
+            "more than the hold cap kept"
+        );
     }
 }

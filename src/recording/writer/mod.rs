@@ -71,6 +71,11 @@ pub struct WriterOptions {
     /// queue to make it is shed (see `queue`). `None`: frames wait as long as the queue
     /// holds them (the reference's behaviour; frames from any time domain).
     pub max_latency: Option<Duration>,
+    /// Media a recording may be handed at once when it starts: frames captured before
+    /// it was running (`grabd run` holds those since the press edge while the
+    /// double-press window decides). Each stream's queue takes them on top of its
+    /// usual bound, and their wait under `max_latency` counts from when they arrive.
+    pub held_at_start: Duration,
     /// How long after the first stream reached a boundary a silent or stuck stream is
     /// closed without it.
     pub rotation_grace: Duration,
@@ -93,6 +98,7 @@ impl Default for WriterOptions {
             max_encoder_queue_size: 200,
             max_queue_bytes: 64 << 20,
             max_latency: None,
+            held_at_start: Duration::ZERO,
             rotation_grace: Duration::from_secs(2),
             sync_interval: Duration::from_millis(50),
             muxer: MuxerSettings::default(),
@@ -112,6 +118,7 @@ impl std::fmt::Debug for WriterOptions {
             .field("max_encoder_queue_size", &self.max_encoder_queue_size)
             .field("max_queue_bytes", &self.max_queue_bytes)
             .field("max_latency", &self.max_latency)
+            .field("held_at_start", &self.held_at_start)
             .field("rotation_grace", &self.rotation_grace)
             .field("sync_interval", &self.sync_interval)
             .field("muxer", &self.muxer)

@@ -51,6 +51,8 @@ pub(super) struct Limits {
     max_bytes: usize,
     /// How long a frame may have waited since capture when its encoder takes it.
     max_wait_us: Option<i64>,
+    /// `held_at_start`: media handed over at once when the recording starts.
+    held_us: i64,
 }
 
 impl Limits {
@@ -88,6 +90,7 @@ impl Limits {
             max_frames: options.max_encoder_queue_size,
             max_bytes: options.max_queue_bytes,
             max_wait_us,
+            held_us: i64::try_from(options.held_at_start.as_micros()).unwrap_or(i64::MAX),
         })
     }
 
@@ -100,11 +103,13 @@ impl Limits {
     }
 
     /// Frames the queue of a stream holds: `max_encoder_queue_size`, and for a video
-    /// stream under a latency budget no more than it captures while a frame may wait.
+    /// stream under a latency budget no more than it captures while a frame may wait
+    /// (plus what it is handed at the start: those frames were in memory already).
     pub fn capacity(&self, config: &StreamConfig) -> usize {
         match (config, self.max_wait_us) {
             (StreamConfig::Video(v), Some(wait_us)) => {
-                let frames = (v.fps * wait_us as f64 / 1e6).ceil() as usize + 1;
+                let media_us = wait_us.saturating_add(self.held_us);
+                let frames = (v.fps * media_us as f64 / 1e6).ceil() as usize + 1;
                 frames.clamp(1, self.max_frames)
             }
             _ => self.max_frames,
@@ -123,6 +128,9 @@ pub(super) struct Counters {
     pub dropped_invalid: AtomicU64,
     pub dropped_overload: AtomicU64,
     pub failed: AtomicBool,
+    /// Monotonic µs of the first frame the queue accepted (`i64::MIN` before it): the
+    /// frames handed over at the start were held until then (see `held_at_start`).
+    first_accepted_at_us: AtomicI64,
     name: String,
     limits: Limits,
     queued_bytes: AtomicUsize,
@@ -143,6 +151,7 @@ impl Counters {
             dropped_invalid: AtomicU64::new(0),
             dropped_overload: AtomicU64::new(0),
             failed: AtomicBool::new(false),
+            first_accepted_at_us: AtomicI64::new(i64::MIN),
             name: name.to_owned(),
             limits,
             queued_bytes: AtomicUsize::new(0),
@@ -173,9 +182,16 @@ impl Counters {
         let Some(max_wait_us) = self.limits.max_wait_us else {
             return true;
         };
+        // Time a frame spent held back before the recording ran (up to held_at_start)
+        // is not waiting for its encoder: it could not have been durable by then.
+        let first_accepted = self.first_accepted_at_us.load(Ordering::Relaxed);
+        let held_us = first_accepted
+            .saturating_sub(frame.timestamp_us)
+            .clamp(0, self.limits.held_us);
         let now_us = crate::clock::monotonic_us();
-        self.pressure.taken(self.stream, frame.timestamp_us, now_us);
-        let waited_us = now_us - frame.timestamp_us;
+        self.pressure
+            .taken(self.stream, frame.timestamp_us + held_us, now_us);
+        let waited_us = now_us - frame.timestamp_us - held_us;
         if waited_us <= max_wait_us {
             return true;
         }
@@ -264,6 +280,12 @@ impl StreamSender {
             Ok(()) => {
                 counters.accepted.fetch_add(1, Ordering::Relaxed);
                 counters.pressure.queued(counters.stream, timestamp_us);
+                let _ = counters.first_accepted_at_us.compare_exchange(
+                    i64::MIN,
+                    crate::clock::monotonic_us(),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
                 true
             }
             Err(e) => {
@@ -351,6 +373,34 @@ mod tests {
         let stats = counters.stats();
         assert_eq!((stats.dropped_overload, stats.frames_dropped()), (1, 1));
         assert_eq!(counters.queued_bytes.load(Ordering::Relaxed), 0);
+    }
+
+    /// `grabd run` hands a recording the frames it held since the press edge: they
+    /// fit the queue, and the time they were held (up to `held_at_start`) is not
+    /// counted as waiting; a frame older than that still is.
+    #[test]
+    fn frames_held_before_the_start_are_neither_refused_nor_shed() {
+        let held = WriterOptions {
+            held_at_start: Duration::from_millis(1000),
+            ..options(Some(1000))
+        };
+        let limits = Limits::new(&held).unwrap();
+        let video = StreamConfig::Video(VideoStreamConfig::new(64, 48, 25.0).unwrap());
+        // 300 ms of waiting + 1 s held, at 25 fps.
+        assert_eq!(limits.capacity(&video), 34);
+        let (sender, rx) = sender(limits, 10);
+        let now = crate::clock::monotonic_us();
+        assert!(sender.push(Frame::new(now - 800_000, vec![1; 10])));
+        assert!(sender.push(Frame::new(now - 2_000_000, vec![2; 10])));
+        let counters = &sender.counters;
+        assert!(
+            counters.take(&rx.recv().unwrap()),
+            "held 0.8 s, then taken at once"
+        );
+        assert!(
+            !counters.take(&rx.recv().unwrap()),
+            "2 s old: 1 s past the hold"
+        );
     }
 
     #[test]
