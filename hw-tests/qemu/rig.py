@@ -1595,9 +1595,9 @@ class Rig:
                  ("watchdog", self.watchdog),
                  ("systemd-guest", self.systemd_guest), ("sources", self.sources),
                  ("camera-loss", self.camera_loss), ("imu-loss", self.imu_loss)]
-        # Opt-in (named in --only): not yet passing on a loaded CI machine.
-        opt_in = {"press-record-press", "gestures", "button-power-cut", "watchdog",
-                  "camera-loss", "imu-loss"}
+        # Scenarios run only when named in --only (none at present: the button and
+        # source-loss scenarios joined the default set in session 6).
+        opt_in: set = set()
         for name, fn in order:
             names = {name} | (set(self.SOURCES_SCENARIOS) if name == "sources" else set())
             if (only and not names & only) or (not only and name in opt_in):
