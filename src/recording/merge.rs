@@ -501,19 +501,16 @@ impl ConcatWriter {
             };
             // The chunk's packets are length-prefixed (its muxer converted them); a track
             // declared with Annex B extradata needs them back as Annex B.
-            let to_annex_b = self.takes_annex_b.get(out_index).copied().unwrap_or(false);
             let parameters = stream.parameters();
             let record = in_band_headers::extradata(&parameters);
-            if to_annex_b
-                && !in_band_headers::is_annex_b(record)
-                && in_band_headers::nal_length_size(parameters.id(), record) != Some(4)
-            {
+            let to_annex_b = self.takes_annex_b.get(out_index).copied().unwrap_or(false)
+                && !in_band_headers::is_annex_b(record);
+            if to_annex_b && in_band_headers::nal_length_size(parameters.id(), record) != Some(4) {
                 return Err(bad_file(
                     chunk,
                     &format!("track {name:?}: NAL units without 4-byte lengths"),
                 ));
             }
-            let to_annex_b = to_annex_b && !in_band_headers::is_annex_b(record);
             map.push((out_index, stream.time_base(), out_tb, to_annex_b));
         }
         while let Some(mut packet) = read_packet(&mut input, chunk, salvage)? {

@@ -595,17 +595,9 @@ impl Service<'_> {
             }
             Some(_) => {}
             None => {
+                // Without a frame, stopping leaves nothing behind.
                 if let Some(unused) = self.prepared.take() {
-                    let id = unused.recording.id().to_owned();
-                    // Without a frame, stopping leaves nothing behind; off the main loop.
-                    let spawned =
-                        crate::thread::spawn("finish", &id, None, move |_| unused.recording.stop());
-                    match spawned {
-                        Ok(handle) => self.finishing.push((id, handle)),
-                        Err(e) => {
-                            tracing::error!(id = %id, error = %e, "cannot drop a prepared recording; boot recovery will")
-                        }
-                    }
+                    self.finish_in_background(unused.recording);
                 }
             }
         }
@@ -652,7 +644,12 @@ impl Service<'_> {
         }
         let id = current.recording.id().to_owned();
         tracing::info!(id = %id, seconds = (at_us - current.from_us) as f64 / 1e6, "stopping; finishing in the background");
-        let recording = current.recording;
+        self.finish_in_background(current.recording);
+    }
+
+    /// Stop `recording` on a thread of its own (reaped by [`Self::reap_finishings`]).
+    fn finish_in_background(&mut self, recording: Recording) {
+        let id = recording.id().to_owned();
         let spawned = crate::thread::spawn("finish", &id, None, move |_| recording.stop());
         match spawned {
             Ok(handle) => self.finishing.push((id, handle)),
