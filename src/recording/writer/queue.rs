@@ -280,12 +280,15 @@ impl StreamSender {
             Ok(()) => {
                 counters.accepted.fetch_add(1, Ordering::Relaxed);
                 counters.pressure.queued(counters.stream, timestamp_us);
-                let _ = counters.first_accepted_at_us.compare_exchange(
-                    i64::MIN,
-                    crate::clock::monotonic_us(),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
+                // Read the clock only for the first frame, not on every push.
+                if counters.first_accepted_at_us.load(Ordering::Relaxed) == i64::MIN {
+                    let _ = counters.first_accepted_at_us.compare_exchange(
+                        i64::MIN,
+                        crate::clock::monotonic_us(),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                }
                 true
             }
             Err(e) => {
