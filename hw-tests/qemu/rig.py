@@ -1035,6 +1035,12 @@ class Rig:
         return v["origin_unix_us"] + min(lasts)
 
     @staticmethod
+    def worst_stream(v):
+        """The stream whose last frame is earliest (the one last_media_us counts)."""
+        streams = [s for s in (v or {}).get("streams") or [] if s.get("packets")]
+        return min(streams, key=lambda s: s.get("last_pts_us"))["name"] if streams else "-"
+
+    @staticmethod
     def frames_dropped(mkv):
         """Frames each stream dropped, from the recording's manifest (every
         dropped_* count it has, or its frames_dropped total)."""
@@ -1173,7 +1179,7 @@ class Rig:
                         phases[ph] = phases.get(ph, 0) + 1
                         cuts.append((k - 1, ph, pending["target"], loss))
                     log(f"{name}: cut {k - 1:3d} target={pending['target'] or '-':9s} "
-                        f"phase={ph:10s} loss={loss:6.3f} s{est} id={rid} "
+                        f"phase={ph:10s} loss={loss:6.3f} s{est} ({self.worst_stream(v)}) id={rid} "
                         f"clock-spread={pending['spread'] * 1000:.1f} ms")
                     states.write(f"cut {k - 1}: phase {ph} loss {loss:.3f} verify {json.dumps(v)}\n")
                     if loss > LOSS_LIMIT_S:
@@ -1412,7 +1418,7 @@ class Rig:
                         loss = endt - (lm / 1e6 if lm else r["origin"])
                         lost.append((loss, p, r["origin"] + r["dur"] > t_hi, rid))
                         if loss > LOSS_LIMIT_S:
-                            bad.append(f"{rid} lost {loss:.3f} s")
+                            bad.append(f"{rid} lost {loss:.3f} s ({self.worst_stream(v)})")
             except RuntimeError as e:
                 bad.append(str(e))
             ok, tail = fsck_clean(state)
