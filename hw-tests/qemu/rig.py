@@ -1027,18 +1027,23 @@ class Rig:
 
     @staticmethod
     def last_media_us(v):
-        """origin + the last frame of the stream that ends first (worst stream)."""
-        streams = v.get("streams") or []
-        lasts = [s.get("last_pts_us") for s in streams if s.get("packets")]
-        if not lasts or not v.get("origin_unix_us"):
+        """origin + the last frame of the stream that ends first (worst_stream)."""
+        worst = Rig.worst_stream(v)
+        if worst is None or not v.get("origin_unix_us"):
             return None
-        return v["origin_unix_us"] + min(lasts)
+        return v["origin_unix_us"] + worst["last_pts_us"]
 
     @staticmethod
     def worst_stream(v):
-        """The stream whose last frame is earliest (the one last_media_us counts)."""
+        """verify's entry for the stream whose last frame is earliest, of those with
+        any packet; None if there is none."""
         streams = [s for s in (v or {}).get("streams") or [] if s.get("packets")]
-        return min(streams, key=lambda s: s.get("last_pts_us"))["name"] if streams else "-"
+        return min(streams, key=lambda s: s.get("last_pts_us")) if streams else None
+
+    @staticmethod
+    def worst_stream_name(v):
+        worst = Rig.worst_stream(v)
+        return worst["name"] if worst else "-"
 
     @staticmethod
     def frames_dropped(mkv):
@@ -1179,7 +1184,7 @@ class Rig:
                         phases[ph] = phases.get(ph, 0) + 1
                         cuts.append((k - 1, ph, pending["target"], loss))
                     log(f"{name}: cut {k - 1:3d} target={pending['target'] or '-':9s} "
-                        f"phase={ph:10s} loss={loss:6.3f} s{est} ({self.worst_stream(v)}) id={rid} "
+                        f"phase={ph:10s} loss={loss:6.3f} s{est} ({self.worst_stream_name(v)}) id={rid} "
                         f"clock-spread={pending['spread'] * 1000:.1f} ms")
                     states.write(f"cut {k - 1}: phase {ph} loss {loss:.3f} verify {json.dumps(v)}\n")
                     if loss > LOSS_LIMIT_S:
@@ -1418,7 +1423,7 @@ class Rig:
                         loss = endt - (lm / 1e6 if lm else r["origin"])
                         lost.append((loss, p, r["origin"] + r["dur"] > t_hi, rid))
                         if loss > LOSS_LIMIT_S:
-                            bad.append(f"{rid} lost {loss:.3f} s ({self.worst_stream(v)})")
+                            bad.append(f"{rid} lost {loss:.3f} s ({self.worst_stream_name(v)})")
             except RuntimeError as e:
                 bad.append(str(e))
             ok, tail = fsck_clean(state)
