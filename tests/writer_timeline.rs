@@ -572,6 +572,43 @@ fn packets_so_far(path: &std::path::Path) -> Option<usize> {
     Some(n)
 }
 
+/// Regression test (issue 12 item 1, the `slow` load): a stream that sheds keeps only
+/// a frame now and then, so its gaps already take most of the loss bound, and holding
+/// each kept frame in its cluster for `cluster_time_limit` + 100 ms of real time added
+/// up to 350 ms more. Once a stream has shed a frame, a cluster is ended as soon as it
+/// holds a packet. A 10 s cluster limit makes the difference plain: the kept record
+/// reaches its part long before the hold would end.
+#[test]
+fn a_frame_kept_by_a_stream_that_sheds_reaches_its_part_at_once() {
+    let mut options = WriterOptions {
+        max_latency: Some(Duration::from_secs(20)),
+        ..options(60_000)
+    };
+    options.muxer.cluster_time_limit_ms = 10_000;
+    let mut rig = Rig::start("sheds", vec![Spec::Data("imu")], options);
+    let now = grabd::clock::monotonic_us();
+    // Waited 15 s when taken: more than the 9.55 s a frame may wait here, so it is shed.
+    rig.push("imu", now - 15_000_000, 0);
+    rig.push("imu", grabd::clock::monotonic_us(), 1);
+    let part = rig.spool.join("00000.imu.mkv.part");
+    let pushed = std::time::Instant::now();
+    while packets_so_far(&part) != Some(1) {
+        assert!(
+            pushed.elapsed() < Duration::from_secs(5),
+            "the kept record did not reach {} within 5 s (the cluster hold is 10.1 s)",
+            part.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    rig.stop_cleanly();
+    let tracks = read_tracks(&rig.final_path);
+    assert_eq!(
+        track(&tracks, "imu").packets.len(),
+        1,
+        "the old record was shed"
+    );
+}
+
 /// Regression test (issue 12 item 1): the muxer held a cluster in memory until it
 /// spanned `cluster_time_limit` of media, so the newest frame of a stream that runs
 /// slowly or sheds frames stayed off the card for as long as no later frame came. Under

@@ -133,6 +133,9 @@ impl VideoStreamEncoder {
                 }
             };
         let encoder = open_checked(video, codec, options, &config.codec)?;
+        // SAFETY: the context is open and owned by `encoder`; gop_size is a plain field.
+        let every_frame_a_keyframe = unsafe { (*encoder.as_ptr()).gop_size } == 1;
+        let honours_forced_keyframes = honours_forced_keyframes || every_frame_a_keyframe;
         let parameters = codec::Parameters::from(&*encoder);
         let in_band_headers = if InBandHeaders::needed(&parameters) {
             Some(InBandHeaders::new(&parameters, MICROS)?)
@@ -178,7 +181,10 @@ impl VideoStreamEncoder {
     }
 
     /// Whether a frame encoded with `keyframe` set starts a new GOP that needs nothing
-    /// before it (so the encoder may be kept across chunks).
+    /// before it (so the encoder may be kept across chunks): an encoder that honours
+    /// forced keyframes, or one opened with a GOP of one frame (`g = 1`), where every
+    /// frame is a keyframe. FFV1 is the case that needs the latter: it marks keyframes
+    /// by GOP position only.
     pub fn honours_forced_keyframes(&self) -> bool {
         self.honours_forced_keyframes
     }
@@ -453,5 +459,47 @@ impl StreamEncoder {
             StreamEncoder::Video(v) => v.track_spec_before_packets(),
             StreamEncoder::Data(d) => d.track_spec().ok(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 32x24 lossless FFV1, gray16le in and out, with the given codec options.
+    fn ffv1(options: &[(&str, &str)]) -> VideoStreamConfig {
+        let mut config = VideoStreamConfig::new(32, 24, 25.0)
+            .and_then(|c| c.with_codec("ffv1", "gray16le", "gray16le"))
+            .expect("ffv1 gray16le config")
+            .with_bitrate(0);
+        for (key, value) in options {
+            config = config.with_option(key, value);
+        }
+        config
+    }
+
+    /// FFV1 marks a frame as a keyframe by its GOP position only, so a forced keyframe
+    /// is lost on it and it must be reopened per chunk; with `g = 1` every frame is a
+    /// keyframe, so one encoder serves the whole recording (no reopen at every chunk,
+    /// which costs a slow board the first frames of each chunk).
+    #[test]
+    fn an_encoder_that_makes_every_frame_a_keyframe_is_kept_across_chunks() {
+        let default = StreamEncoder::new(&StreamConfig::Video(ffv1(&[]))).expect("ffv1");
+        assert!(!default.keeps_across_chunks(), "FFV1 with its default GOP");
+
+        let config = ffv1(&[("g", "1")]);
+        let mut all_intra = StreamEncoder::new(&StreamConfig::Video(config.clone())).expect("ffv1");
+        assert!(all_intra.keeps_across_chunks(), "FFV1 with g = 1");
+        let frame = vec![7u8; (config.width * config.height * 2) as usize];
+        let mut packets = Vec::new();
+        for i in 0..5 {
+            packets.extend(all_intra.encode(&frame, i * 40_000, false).expect("encode"));
+        }
+        packets.extend(all_intra.flush().expect("flush"));
+        assert_eq!(packets.len(), 5);
+        assert!(
+            packets.iter().all(|p| p.is_key()),
+            "every packet a keyframe"
+        );
     }
 }

@@ -286,6 +286,11 @@ const TICK: Duration = Duration::from_millis(20);
 /// its capture would otherwise keep its newest frames in memory well past the budget.
 const CLUSTER_HOLD_SLACK: Duration = Duration::from_millis(100);
 
+/// A stream that shed a frame this recently ends each cluster as soon as it holds a
+/// packet ([`Track::end_overdue_cluster`]); one that kept up for this long goes back to
+/// the muxer's clusters.
+const SHEDDING_FOR: Duration = Duration::from_secs(2);
+
 /// How long `stop` waits for each kind of thread.
 #[derive(Debug, Clone, Copy)]
 pub struct StopDeadlines {
@@ -788,12 +793,13 @@ fn stream_loop(
     let mut left_at_stop: Option<usize> = None;
     // A frame was taken in the last turn: the encoders' pressure hears it is done.
     let mut took = false;
+    let mut last_shed_at: Option<Instant> = None;
     loop {
         heartbeat.beat();
         if std::mem::take(&mut took) {
             shared.pressure.done(track.stream, rx.is_empty());
         }
-        track.end_overdue_cluster()?;
+        track.end_overdue_cluster(last_shed_at.is_some_and(|t| t.elapsed() < SHEDDING_FOR))?;
         // Only a silent stream (nothing queued, nothing received for the grace period)
         // is closed without reaching the boundary: one that is merely behind (a backlog,
         // a slow or deep encoder) will get there and must not lose its frames.
@@ -822,6 +828,7 @@ fn stream_loop(
         };
         took = true;
         if !counters.take(&frame) {
+            last_shed_at = Some(Instant::now());
             continue;
         }
         last_frame_at = Some(Instant::now());

@@ -147,11 +147,14 @@ impl<'a> Track<'a> {
     }
 
     /// Under a latency budget: end the open part's cluster once its oldest packet was
-    /// captured more than `Shared::cluster_hold_us` ago (see `part`).
-    pub fn end_overdue_cluster(&mut self) -> Result<()> {
+    /// captured more than `Shared::cluster_hold_us` ago (see `part`), or at once while
+    /// the stream `sheds`: then its kept frames are far apart, and their gaps already
+    /// take most of the loss bound.
+    pub fn end_overdue_cluster(&mut self, sheds: bool) -> Result<()> {
         let (Some(hold_us), Some(part)) = (self.shared.cluster_hold_us, self.part.as_mut()) else {
             return Ok(());
         };
+        let hold_us = if sheds { 0 } else { hold_us };
         part.writer
             .end_cluster(crate::clock::monotonic_us() - hold_us)
     }
