@@ -443,10 +443,15 @@ class Rig:
         want = ("double-idle", "bounce", "double-mark", "stop-and-next", "long")
         if any(k not in pr for k in want):
             return self.result(name, False, f"presses made: {sorted(pr)} (see {g.logf.name})")
-        # The presses were what they were meant to be (the guest may be preempted).
+        # The presses were what they were meant to be (the guest may be preempted). The
+        # bounce's edges are meant to be 0.3 ms apart; on a loaded host a vCPU preempted
+        # between two writes stretches a gap (4.4 and 9.0 ms seen, two hogs on a 2-core
+        # host). The kernel's debounce (10 ms, the default) restarts at every edge, so
+        # the burst is still one press while every gap is shorter than that.
         b = pr["bounce"][1]
-        if b[6] - b[0] > 0.003 or b[13] - b[7] > 0.003:
-            bad.append(f"the bounce was not 6 edges within 3 ms: writes at {b}")
+        gaps = [b[k + 1] - b[k] for k in list(range(0, 6)) + list(range(7, 13))]
+        if max(gaps) >= 0.010:
+            bad.append(f"a gap in the bounce reached the 10 ms debounce: writes at {b}")
         if pr["double-idle"][1][2] > 0.45 or pr["double-mark"][1][2] > 0.45:
             bad.append(f"a double press's second press came late: {pr['double-idle']} {pr['double-mark']}")
         if pr["stop-and-next"][1][2] < 0.55:
@@ -504,7 +509,7 @@ class Rig:
                 bad.append(f"verify {os.path.basename(path)}: {v}")
         if len(files) == 2:
             a = files[0][1]
-            # A lasts from the bounce (its debounced edge comes after the 3 ms of bouncing)
+            # A lasts from the bounce (its debounced edge comes after the last bounce)
             # to the stop press; within one frame at each end, as press-record-press.
             want_a = pr["stop-and-next"][0] - pr["bounce"][0] - pr["bounce"][1][6]
             if abs(a["duration_s"] - want_a) > 0.081:
