@@ -1618,10 +1618,6 @@ class Rig:
             names = {name} | (set(self.SOURCES_SCENARIOS) if name == "sources" else set())
             if (only and not names & only) or (not only and name in opt_in):
                 continue
-            # Not yet in the default set: the 'slow' load still loses more than the
-            # bound (see README); run them with --loaded or --only.
-            if not only and name.endswith("-loaded") and not self.a.loaded:
-                continue
             try:
                 fn()
             except Exception as e:  # a rig error is a failed scenario, not a crash
@@ -1661,8 +1657,6 @@ def main():
     p.add_argument("--full", action="store_true",
                    help="long sweep: 60 cuts, a 20 s second recording in the write log, every flush point")
     p.add_argument("--cuts", type=int, help="power cuts (default 20, 60 with --full)")
-    p.add_argument("--loaded", action="store_true",
-                   help="also run power-cut-loaded and flush-points-loaded")
     p.add_argument("--loaded-cuts", type=int,
                    help="power-cut-loaded: power cuts (default 8, 20 with --full)")
     p.add_argument("--marks", type=int, help="flush points to check (default 200)")

@@ -163,6 +163,12 @@ impl PartWriter {
         Ok(())
     }
 
+    /// Capture time (monotonic µs) of the oldest packet the open cluster holds, if it
+    /// holds any: what [`PartWriter::end_cluster`] compares against.
+    pub fn buffered_since_us(&self) -> Option<i64> {
+        self.open.as_ref().and_then(|open| open.buffered_since_us)
+    }
+
     fn create(&self, encoder: &StreamEncoder) -> Result<OpenPart> {
         let spec = encoder.track_spec()?;
         let mut octx = create_mkv(&self.path)?;

@@ -167,6 +167,10 @@ struct Shared {
     barrier: Mutex<Barrier>,
     jobs: Mutex<Option<Sender<ChunkJob>>>,
     stopping: AtomicBool,
+    /// Disconnected at stop (its sender dropped), which wakes every waiting encoder
+    /// thread at once; nothing is ever sent on it.
+    stop_signal: Receiver<()>,
+    stop_sender: Mutex<Option<Sender<()>>>,
     start_chunk_callback: Option<StartChunkCallback>,
     on_error: Option<ErrorCallback>,
     /// Threads running `on_error`, joined at stop.
@@ -277,19 +281,31 @@ fn container_ms(media_us: i64) -> i64 {
     }
 }
 
-/// How often an idle encoder thread looks at the barrier and the stop flag.
-const TICK: Duration = Duration::from_millis(20);
+/// How long an idle encoder thread waits for a frame before it looks at the barrier
+/// again (a silent stream is closed `rotation_grace` after the rotation deadline, so a
+/// look this much later is harmless) unless its open cluster is due sooner; a stop
+/// wakes it at once. Every wake-up costs: on the QEMU rig's slow guest 50 of them a
+/// second (at 20 ms) took the IMU's encoder thread ~32 ms of CPU a second, an eighth
+/// of what grabd had there.
+const IDLE_WAIT: Duration = Duration::from_millis(250);
+
+/// How long an encoder thread waits for a frame: [`IDLE_WAIT`], or until its open
+/// cluster is due (`cluster_due_us`, monotonic µs) if that is sooner.
+fn frame_wait(now_us: i64, cluster_due_us: Option<i64>) -> Duration {
+    match cluster_due_us {
+        Some(due_us) => {
+            let until_due = u64::try_from(due_us.saturating_sub(now_us)).unwrap_or(0);
+            Duration::from_micros(until_due).min(IDLE_WAIT)
+        }
+        None => IDLE_WAIT,
+    }
+}
 
 /// Past `cluster_time_limit` of real time since its oldest packet's capture, a cluster
 /// is ended by the encoder thread. Normally the muxer ends it first (its frames arrive
 /// in about real time); a stream that sheds frames, runs at a low rate or lags behind
 /// its capture would otherwise keep its newest frames in memory well past the budget.
 const CLUSTER_HOLD_SLACK: Duration = Duration::from_millis(100);
-
-/// A stream that shed a frame this recently ends each cluster as soon as it holds a
-/// packet ([`Track::end_overdue_cluster`]); one that kept up for this long goes back to
-/// the muxer's clusters.
-const SHEDDING_FOR: Duration = Duration::from_secs(2);
 
 /// How long `stop` waits for each kind of thread.
 #[derive(Debug, Clone, Copy)]
@@ -397,6 +413,8 @@ impl ChunkedWriter {
             let counters = Arc::new(Counters::new(
                 &stream_name,
                 limits,
+                &config,
+                &rx,
                 index,
                 Arc::clone(&pressure),
             ));
@@ -410,6 +428,7 @@ impl ChunkedWriter {
             });
         }
         durable::create_dir_all(output_directory)?;
+        let (stop_sender, stop_signal) = bounded(0);
         let shared = Arc::new(Shared {
             name: name.to_owned(),
             dir: output_directory.to_owned(),
@@ -429,6 +448,8 @@ impl ChunkedWriter {
             )),
             jobs: Mutex::new(None),
             stopping: AtomicBool::new(false),
+            stop_signal,
+            stop_sender: Mutex::new(Some(stop_sender)),
             start_chunk_callback: options.start_chunk_callback.clone(),
             on_error: options.on_error.clone(),
             callbacks: Mutex::new(Vec::new()),
@@ -577,6 +598,7 @@ impl ChunkedWriter {
         }
         self.stopped = true;
         self.shared.stopping.store(true, Ordering::Release);
+        lock(&self.shared.stop_sender).take();
         let deadlines = self.options.stop_deadlines;
         let mut left_running = Vec::new();
         let deadline = Instant::now() + deadlines.encoders;
@@ -747,6 +769,8 @@ fn stream_thread(
             Err(format!("panicked: {message}"))
         }
     };
+    // Later frames are refused (and counted), not queued for nobody.
+    counters.close_queue();
     // Whatever it held is encoded, in its part, or counted as dropped.
     shared.pressure.done(index, true);
     if let Err(e) = result {
@@ -793,13 +817,13 @@ fn stream_loop(
     let mut left_at_stop: Option<usize> = None;
     // A frame was taken in the last turn: the encoders' pressure hears it is done.
     let mut took = false;
-    let mut last_shed_at: Option<Instant> = None;
     loop {
         heartbeat.beat();
         if std::mem::take(&mut took) {
             shared.pressure.done(track.stream, rx.is_empty());
         }
-        track.end_overdue_cluster(last_shed_at.is_some_and(|t| t.elapsed() < SHEDDING_FOR))?;
+        let cluster_due_us =
+            track.end_overdue_cluster(counters.shedding_at(crate::clock::monotonic_us()))?;
         // Only a silent stream (nothing queued, nothing received for the grace period)
         // is closed without reaching the boundary: one that is merely behind (a backlog,
         // a slow or deep encoder) will get there and must not lose its frames.
@@ -821,14 +845,25 @@ fn stream_loop(
             }
             *left -= 1;
         }
-        let frame = match rx.recv_timeout(TICK) {
+        let wait = frame_wait(crate::clock::monotonic_us(), cluster_due_us);
+        let received = if left_at_stop.is_some() {
+            // What is left was queued before the stop: it is there to take.
+            rx.recv_timeout(wait)
+        } else {
+            crossbeam_channel::select! {
+                recv(rx) -> frame => frame.map_err(|_| RecvTimeoutError::Disconnected),
+                // Stopping: the next turn counts what is left.
+                recv(shared.stop_signal) -> _ => continue,
+                default(wait) => Err(RecvTimeoutError::Timeout),
+            }
+        };
+        let frame = match received {
             Ok(frame) => frame,
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
         };
         took = true;
-        if !counters.take(&frame) {
-            last_shed_at = Some(Instant::now());
+        if !counters.take(&frame, !rx.is_empty()) {
             continue;
         }
         last_frame_at = Some(Instant::now());
@@ -869,5 +904,22 @@ fn stream_loop(
         track.encode(chunk, media_us, &frame.data)?;
         let encoded = counters.encoded.fetch_add(1, Ordering::Relaxed) + 1;
         shared.faults.after_frame(track.name, encoded);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_encoder_waits_until_its_open_cluster_is_due() {
+        let now = 10_000_000;
+        assert_eq!(frame_wait(now, None), IDLE_WAIT);
+        assert_eq!(
+            frame_wait(now, Some(now + 40_000)),
+            Duration::from_millis(40)
+        );
+        assert_eq!(frame_wait(now, Some(now - 1)), Duration::ZERO, "overdue");
+        assert_eq!(frame_wait(now, Some(now + 10_000_000)), IDLE_WAIT);
     }
 }

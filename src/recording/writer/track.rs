@@ -150,13 +150,19 @@ impl<'a> Track<'a> {
     /// captured more than `Shared::cluster_hold_us` ago (see `part`), or at once while
     /// the stream `sheds`: then its kept frames are far apart, and their gaps already
     /// take most of the loss bound.
-    pub fn end_overdue_cluster(&mut self, sheds: bool) -> Result<()> {
+    ///
+    /// Returns when (monotonic µs) the cluster still open becomes overdue, if one is.
+    pub fn end_overdue_cluster(&mut self, sheds: bool) -> Result<Option<i64>> {
         let (Some(hold_us), Some(part)) = (self.shared.cluster_hold_us, self.part.as_mut()) else {
-            return Ok(());
+            return Ok(None);
         };
         let hold_us = if sheds { 0 } else { hold_us };
         part.writer
-            .end_cluster(crate::clock::monotonic_us() - hold_us)
+            .end_cluster(crate::clock::monotonic_us() - hold_us)?;
+        Ok(part
+            .writer
+            .buffered_since_us()
+            .map(|since| since.saturating_add(hold_us)))
     }
 
     fn open_part(&self, index: u64) -> OpenPart {
