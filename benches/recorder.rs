@@ -2019,33 +2019,18 @@ fn summarize_latency(runs: &BTreeMap<usize, Vec<Value>>) -> Value {
             }),
         );
     }
-    let stop =
-        |k: &usize| -> Option<f64> { num(&by_size.get(&k.to_string())?["stop_s"], &["median"]) };
     let (first, last) = (runs.keys().next(), runs.keys().last());
-    let growth = match (first.and_then(stop), last.and_then(stop)) {
-        (Some(a), Some(b)) if a > 0.0 => Some(b / a),
-        _ => None,
+    // Median of `key` with the most chunks over that with the fewest.
+    let growth_of = |key: &str| -> Option<f64> {
+        let median = |k: &usize| num(&by_size.get(&k.to_string())?[key], &["median"]);
+        match (first.and_then(median), last.and_then(median)) {
+            (Some(a), Some(b)) if a > 0.0 => Some(b / a),
+            _ => None,
+        }
     };
-    let visible = |k: &usize| -> Option<f64> {
-        num(
-            &by_size.get(&k.to_string())?["final_visible_s"],
-            &["median"],
-        )
-    };
-    let growth_visible = match (first.and_then(visible), last.and_then(visible)) {
-        (Some(a), Some(b)) if a > 0.0 => Some(b / a),
-        _ => None,
-    };
-    let manifest = |k: &usize| -> Option<f64> {
-        num(
-            &by_size.get(&k.to_string())?["manifest_visible_s"],
-            &["median"],
-        )
-    };
-    let growth_manifest = match (first.and_then(manifest), last.and_then(manifest)) {
-        (Some(a), Some(b)) if a > 0.0 => Some(b / a),
-        _ => None,
-    };
+    let growth = growth_of("stop_s");
+    let growth_visible = growth_of("final_visible_s");
+    let growth_manifest = growth_of("manifest_visible_s");
     json!({
         "by_chunks": by_size,
         "growth_factor": growth,

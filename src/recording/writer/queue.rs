@@ -231,13 +231,9 @@ impl Counters {
         if waited_us <= max_wait_us && !superseded {
             return true;
         }
-        self.last_shed_at_us.store(now_us, Ordering::Relaxed);
-        self.pressure.overloaded(now_us);
-        self.dropped_overload.fetch_add(1, Ordering::Relaxed);
-        self.report_overload(&format!(
-            "a frame waited {} ms for its encoder",
-            waited_us / 1000
-        ));
+        self.count_shed(now_us, || {
+            format!("a frame waited {} ms for its encoder", waited_us / 1000)
+        });
         false
     }
 
@@ -254,12 +250,17 @@ impl Counters {
         };
         self.queued_bytes
             .fetch_sub(oldest.data.len(), Ordering::Relaxed);
-        let now_us = crate::clock::monotonic_us();
+        self.count_shed(crate::clock::monotonic_us(), || "its queue is full".into());
+        true
+    }
+
+    /// A frame was shed at `now_us` for overload: counted, the stream is shedding, the
+    /// encoders are behind, and the first shed is reported (`what` happened).
+    fn count_shed(&self, now_us: i64, what: impl FnOnce() -> String) {
         self.last_shed_at_us.store(now_us, Ordering::Relaxed);
         self.pressure.overloaded(now_us);
         self.dropped_overload.fetch_add(1, Ordering::Relaxed);
-        self.report_overload("its queue is full");
-        true
+        self.report_overload(what);
     }
 
     /// Whether this stream shed a frame less than [`SHEDDING_FOR`] before `now_us`.
@@ -270,8 +271,9 @@ impl Counters {
     }
 
     /// Warn once per stream, at its first drop for overload.
-    fn report_overload(&self, what: &str) {
+    fn report_overload(&self, what: impl FnOnce() -> String) {
         if !self.overload_reported.swap(true, Ordering::Relaxed) {
+            let what = what();
             tracing::warn!(
                 stream = %self.name,
                 "{what}: the recorder cannot keep up with this stream and drops frames to keep \
@@ -361,7 +363,7 @@ impl StreamSender {
                 counters.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
                 if let TrySendError::Full(_) = e {
                     counters.pressure.overloaded(crate::clock::monotonic_us());
-                    counters.report_overload("its queue is full");
+                    counters.report_overload(|| "its queue is full".into());
                 }
                 false
             }
